@@ -1,0 +1,1 @@
+"""Backends: one interface per role (source, teacher, image generator). Backends do I/O only."""

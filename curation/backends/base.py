@@ -1,0 +1,139 @@
+"""The interface of each backend role.
+
+A backend knows which model (id, revision) and which settings it runs, for lineage; checks at
+start-up that it can work (`check()` raises `BackendUnavailable` with one sentence a user can
+act on); and does I/O. It does not cache, does not decide what to compute, and knows nothing
+about modes or schemas. Retries and timeouts for HTTP backends live in `curation/retry.py`.
+
+Sample-level failures come back as `Reject` values. Exceptions are for a broken run only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator
+
+from PIL import Image
+
+from curation.records import Reject
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot work at all (server down, weights missing, package not installed)."""
+
+
+class Backend(ABC):
+    role: ClassVar[str]
+    #: How many requests this backend may have in flight at once (the executor enforces it).
+    concurrency: int = 1
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """`{"id", "revision", "settings"}`: everything that determines its results, no secrets."""
+
+    def check(self) -> None:
+        """Fail fast, before any work, with one clear sentence."""
+
+    async def aclose(self) -> None:
+        """Release connections, engines, pools."""
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One row of a source. `image` holds encoded bytes exactly as the source stores them."""
+
+    source_id: str
+    prompt: Any  # normally str; gates reject anything that is not valid text
+    image: bytes | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: Set when the row itself could not be read; the gates turn it into a reject.
+    problem: Reject | None = None
+
+
+class Source(Backend):
+    role: ClassVar[str] = "source"
+    #: True when items carry the high-quality image (else a reference generator makes it).
+    provides_images: bool = False
+
+    @abstractmethod
+    def iter_items(self, limit: int) -> Iterator[SourceItem]:
+        """The first `limit` rows, always in the same order."""
+
+
+# ----------------------------------------------------------------------------- teachers
+
+
+@dataclass(frozen=True)
+class InitialThinkingRequest:
+    prompt: str
+    image: Image.Image  # the high-quality image the plan must agree with
+    seed: int
+
+
+@dataclass(frozen=True)
+class ImprovingThinkingRequest:
+    prompt: str
+    initial_thinking: str
+    initial_image: Image.Image
+    target_image: Image.Image  # seen by the teacher, never to be mentioned in its text
+    seed: int
+
+
+@dataclass(frozen=True)
+class TeacherOutput:
+    text: str
+    lineage: dict[str, Any] = field(default_factory=dict)  # tokens, latency, attempts, template version …
+
+
+class Teacher(Backend):
+    role: ClassVar[str] = "teacher"
+
+    @abstractmethod
+    async def initial_thinking(self, request: InitialThinkingRequest) -> TeacherOutput | Reject: ...
+
+    @abstractmethod
+    async def improving_thinking(self, request: ImprovingThinkingRequest) -> TeacherOutput | Reject: ...
+
+
+# ----------------------------------------------------------------------------- image generators
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prompt: str
+    seed: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: bytes | Image.Image  # encoded bytes as returned by a server, or a PIL image to encode once
+    lineage: dict[str, Any] = field(default_factory=dict)
+    #: The model's own first thinking, when it wrote one (BAGEL think mode).
+    thinking: str | None = None
+
+
+class ImageGenerator(Backend):
+    """Both the base model (initial, weaker images) and the reference generator (high quality)."""
+
+    role: ClassVar[str] = "generator"
+
+    @abstractmethod
+    async def generate(self, request: GenerateRequest) -> GeneratedImage | Reject: ...
+
+
+# ----------------------------------------------------------------------------- checker
+
+
+class Checker(Backend):
+    """Scores an image against its prompt (for reports; never used to build rows)."""
+
+    role: ClassVar[str] = "checker"
+
+    @abstractmethod
+    async def score(self, prompt: str, image: Image.Image) -> dict[str, Any] | Reject: ...

@@ -1,0 +1,251 @@
+"""Emit: the only code that knows the modes' columns. Outcomes in, shards out.
+
+For each mode it walks the run's outcomes in sample-id order, turns each into a row of the
+mode's schema or a reject with its reason, validates the row, and writes Parquet shards with
+fixed writer settings and no wall-clock values. The output is a pure function of the outcomes,
+which is what makes resumed, sharded-then-merged and uninterrupted runs byte-identical.
+
+Writes are atomic: shards are written under a staging folder and moved into place whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from curation import __version__, schema
+from curation.images import ImageRef
+from curation.paths import templates_dir
+from curation.records import decode_value
+
+VALIDATE = "validate"
+PARQUET_SETTINGS = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
+
+
+@dataclass
+class ModeSummary:
+    mode: str
+    sourced: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    shards: list[dict] = field(default_factory=list)
+
+    def add_reject(self, stage: str, reason: str) -> None:
+        self.rejected += 1
+        key = f"{stage}/{reason}"
+        self.rejects_by_reason[key] = self.rejects_by_reason.get(key, 0) + 1
+
+
+def load_questions() -> dict[str, Any]:
+    return yaml.safe_load((templates_dir() / "questions.yaml").read_text())
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def row_lineage(outcome: dict, mode: str, stage_names: tuple[str, ...], identities: dict[str, Any],
+                role_of: dict[str, str | None], template_versions: dict[str, Any]) -> str:
+    lineage = {
+        "sample_id": outcome["sample_id"],
+        "source_id": outcome["source_id"],
+        "mode": mode,
+        "pipeline_version": __version__,
+        "schema_version": schema.schema_version(),
+        "templates": template_versions,
+        "source": outcome["lineage"].get("source", {}),
+        "stages": {name: {"backend": identities.get(role_of[name]), **outcome["lineage"].get(name, {})}
+                   for name in stage_names},
+    }
+    return json.dumps(lineage, sort_keys=True, ensure_ascii=False)
+
+
+def build_row(mode_schema: schema.ModeSchema, outcome: dict, fields: dict[str, Any], lineage: str,
+              questions: dict[str, Any], image_bytes) -> dict[str, Any] | tuple[str, str]:
+    """A row of the mode, or `(reason, detail)` when the outcome cannot make a valid one."""
+    values = {"sample_id": outcome["sample_id"], "source_id": outcome["source_id"], "lineage": lineage, **fields}
+    row: dict[str, Any] = {}
+    for col in mode_schema.columns:
+        value = questions[col.template] if col.template else values.get(col.source)
+        if value is None:
+            if col.required:
+                return "missing_required_column", f"{col.name} (from {col.source}) has no value"
+            row[col.name] = None
+            continue
+        if col.is_image:
+            if not isinstance(value, ImageRef):
+                return "bad_column_type", f"{col.name} should be an image, got {type(value).__name__}"
+            row[col.name] = {"bytes": image_bytes(value), "path": value.filename}
+        else:
+            if not isinstance(value, str):
+                return "bad_column_type", f"{col.name} should be text, got {type(value).__name__}"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return "invalid_text", f"{col.name}: {exc}"
+            row[col.name] = value
+    return row
+
+
+def row_nbytes(row: dict[str, Any]) -> int:
+    size = 0
+    for value in row.values():
+        if isinstance(value, dict):
+            size += len(value["bytes"])
+        elif isinstance(value, str):
+            size += len(value.encode("utf-8"))
+    return size
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+class ShardWriter:
+    """Rows (already in sample-id order) → `train-XXXXX-of-YYYYY.parquet` under a folder.
+
+    A shard closes when its rows pass `shard_bytes`; row groups hold `row_group_rows` rows so a
+    streaming reader holds little in memory. Shard names carry the final count, so they are
+    written under temporary names first and renamed when the count is known.
+    """
+
+    def __init__(self, folder: Path, arrow_schema: pa.Schema, *, shard_bytes: int, row_group_rows: int):
+        self.folder = folder
+        self.schema = arrow_schema
+        self.shard_bytes = shard_bytes
+        self.row_group_rows = row_group_rows
+        self._parts: list[tuple[Path, int]] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._buffer: list[dict] = []
+        self._shard_rows = 0
+        self._shard_size = 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._writer is None:
+            path = self.folder / f".part-{len(self._parts):05d}.parquet"
+            self._writer = pq.ParquetWriter(path, self.schema, **PARQUET_SETTINGS)
+            self._parts.append((path, 0))
+        self._buffer.append(row)
+        self._shard_rows += 1
+        self._shard_size += row_nbytes(row)
+        if len(self._buffer) >= self.row_group_rows:
+            self._flush()
+        if self._shard_size >= self.shard_bytes:
+            self._close_shard()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            table = pa.Table.from_pylist(self._buffer, schema=self.schema)
+            self._writer.write_table(table, row_group_size=self.row_group_rows)
+            self._buffer = []
+
+    def _close_shard(self) -> None:
+        self._flush()
+        self._writer.close()
+        path, _ = self._parts[-1]
+        self._parts[-1] = (path, self._shard_rows)
+        self._writer, self._shard_rows, self._shard_size = None, 0, 0
+
+    def close(self) -> list[dict]:
+        if self._writer is not None:
+            self._close_shard()
+        if not self._parts:  # an empty mode still gets one (empty) shard with the right schema
+            path = self.folder / ".part-00000.parquet"
+            pq.write_table(self.schema.empty_table(), path, **PARQUET_SETTINGS)
+            self._parts.append((path, 0))
+        total = len(self._parts)
+        shards = []
+        for i, (path, rows) in enumerate(self._parts):
+            final = self.folder / f"train-{i:05d}-of-{total:05d}.parquet"
+            os.replace(path, final)
+            shards.append({"file": final.name, "rows": rows, "bytes": final.stat().st_size})
+        return shards
+
+
+def replace_dir(staged: Path, final: Path) -> None:
+    """Swap a fully written folder into place; a reader never sees a half-written shard."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    trash = None
+    if final.exists():
+        trash = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, trash)
+    os.replace(staged, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_file_atomic(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+REJECT_SCHEMA = pa.schema([("mode", pa.string()), ("sample_id", pa.string()), ("source_id", pa.string()),
+                           ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+
+
+def write_rejects(path: Path, rejects: list[dict]) -> None:
+    rejects = sorted(rejects, key=lambda r: (r["mode"], r["sample_id"], r["stage"]))
+    table = pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
+    tmp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, tmp, **PARQUET_SETTINGS)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the whole dataset
+
+
+@dataclass
+class EmitSettings:
+    shard_size_mb: float = 256
+    row_group_rows: int = 64
+
+
+def emit_mode(mode: str, outcomes: Iterable[dict], *, stage_names: tuple[str, ...], identities: dict,
+              role_of: dict, image_bytes, staging: Path, settings: EmitSettings,
+              rejects_out: list[dict]) -> ModeSummary:
+    mode_schema = schema.load(mode)
+    questions = load_questions()
+    template_versions = {"questions": questions["version"]}
+    summary = ModeSummary(mode)
+    writer = ShardWriter(staging / "data" / mode, mode_schema.arrow_schema(),
+                         shard_bytes=int(settings.shard_size_mb * 1024 * 1024), row_group_rows=settings.row_group_rows)
+
+    def reject(outcome, stage, reason, detail):
+        summary.add_reject(stage, reason)
+        rejects_out.append({"mode": mode, "sample_id": outcome["sample_id"], "source_id": outcome["source_id"],
+                            "stage": stage, "reason": reason, "detail": detail})
+
+    for outcome in outcomes:
+        summary.sourced += 1
+        failed = next((s for s in ("gates", *stage_names) if s in outcome["rejects"]), None)
+        if failed is not None:
+            r = outcome["rejects"][failed]
+            reject(outcome, r["stage"], r["reason"], r.get("detail", ""))
+            continue
+        fields = {k: decode_value(v) for k, v in outcome["fields"].items()}
+        lineage = row_lineage(outcome, mode, stage_names, identities, role_of, template_versions)
+        row = build_row(mode_schema, outcome, fields, lineage, questions, image_bytes)
+        if isinstance(row, tuple):
+            reject(outcome, VALIDATE, *row)
+            continue
+        writer.write(row)
+        summary.accepted += 1
+    summary.shards = [{**s, "file": f"data/{mode}/{s['file']}"} for s in writer.close()]
+    return summary
+
+
+def iter_mode_outcomes(outcomes: Iterator[dict], count: int) -> Iterator[dict]:
+    return (o for o in outcomes if o["index"] < count)

@@ -1,0 +1,198 @@
+"""`python -m curation.run recipe=<name> [overrides]`: build a dataset, resumably.
+
+The flow, top to bottom: compose the config → build and check the backends (fail fast) → plan
+the stages the recipe's modes need → read the source through the gates (this process's shard
+only) → run the stages (executor, store) → emit shards, rejects, manifest and card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from curation import card, emit, manifest
+from curation.backends.base import Backend, BackendUnavailable, Source
+from curation.config import load_config, wants_help
+from curation.executor import Executor, RunStats
+from curation.gates import Gates, GateSettings
+from curation.plan import Plan, build_plan, plan_key
+from curation.progress import Progress
+from curation.records import Reject, Sample
+from curation.store import Store
+
+log = logging.getLogger("curation.run")
+
+USAGE = """usage: python -m curation.run recipe=<mode key | short name | all> [key=value ...]
+  e.g. python -m curation.run recipe=improving_full n=100 out=outputs/demo
+       python -m curation.run recipe=all teacher=vllm_server teacher.base_url=http://host:8000/v1
+  knobs: n seed image_size out cache shard num_shards teacher= generator= source= reference= checker=
+  see recipes/config.yaml for every knob and README.md for the backends."""
+
+
+def sample_id_for(source_identity: dict, source_id: str) -> str:
+    return hashlib.sha256(f"{source_identity['id']}\0{source_id}".encode()).hexdigest()[:16]
+
+
+def in_shard(sample_id: str, shard: int, num_shards: int) -> bool:
+    return int(sample_id, 16) % num_shards == shard
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    out = Path(cfg.out)
+    if cfg.num_shards > 1:
+        out = out / "parts" / f"part-{cfg.shard:05d}-of-{cfg.num_shards:05d}"
+    return out
+
+
+def build_backends(cfg: DictConfig, plan: Plan) -> dict[str, Backend]:
+    roles = {s.role for s in plan.stages if s.role}
+    backends = {}
+    for role in sorted(roles):
+        node = cfg.get(role)
+        if node is None or "_target_" not in node:
+            raise BackendUnavailable(f"the plan needs a {role} backend but `{role}=` selects none")
+        backends[role] = build_backend(role, node)
+    return backends
+
+
+def build_backend(role: str, node: DictConfig) -> Backend:
+    """Instantiate one backend; a failure becomes one sentence naming the role and the cause."""
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, BackendUnavailable):
+            raise cause from None
+        raise BackendUnavailable(f"could not build the {role} backend {node.get('_target_')}: "
+                                 f"{type(cause or exc).__name__}: {cause or exc}") from exc
+
+
+def read_source(source: Source, gates: Gates, plan: Plan, cfg: DictConfig) -> Iterator[Sample | tuple[Sample, Reject]]:
+    identity = source.identity()
+    for index, item in enumerate(source.iter_items(plan.n_source)):
+        sample_id = sample_id_for(identity, item.source_id)
+        if not in_shard(sample_id, cfg.shard, cfg.num_shards):
+            continue
+        admitted = gates.admit(item, sample_id, index)
+        if isinstance(admitted, Reject):
+            yield Sample(sample_id, item.source_id, index, fields={}), admitted
+        else:
+            yield admitted
+
+
+def run(cfg: DictConfig) -> Path:
+    started = time.time()
+    if not 0 <= cfg.shard < cfg.num_shards:
+        raise SystemExit(f"shard={cfg.shard} must be in [0, num_shards={cfg.num_shards})")
+    out = output_dir(cfg)
+    source: Source = build_backend("source", cfg.source)
+    with_checker = cfg.get("checker") is not None and "_target_" in cfg.checker
+    plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images, with_checker=with_checker)
+    backends = build_backends(cfg, plan)
+    for backend in (source, *backends.values()):
+        backend.check()  # before any work: one clear sentence if a backend cannot run
+    identities = {"source": source.identity(), **{r: b.identity() for r, b in backends.items()}}
+    stage_settings = OmegaConf.to_container(cfg.stages, resolve=True)
+    key = plan_key(plan, identities, cfg.seed, {"stages": stage_settings, "gates": OmegaConf.to_container(cfg.gates)})
+
+    print(f"recipe {cfg.recipe.name}: shard {cfg.shard} of {cfg.num_shards}, output {out}", file=sys.stderr)
+    print(plan.describe(), file=sys.stderr)
+
+    store = Store(cfg.cache)
+    try:
+        gates = Gates(GateSettings.from_config(cfg.gates), store)
+        samples = list(read_source(source, gates, plan, cfg))
+        progress = Progress([s.name for s in plan.stages], interval=cfg.run.progress_interval_s)
+        for stage in plan.stages:
+            progress.set_total(stage.name, sum(1 for s in samples if stage in plan.stages_for(_index(s))))
+        executor = Executor(plan, backends, store, run_seed=cfg.seed, plan_key=key,
+                            stage_settings=stage_settings, progress=progress, max_in_flight=cfg.run.max_in_flight)
+        stats = asyncio.run(_run_and_close(executor, samples, backends))
+        sample_ids = [(_sample(s).sample_id) for s in samples]
+        summaries = write_dataset(out, plan, store, key, sample_ids, identities, cfg, stats, time.time() - started)
+    finally:
+        store.close()
+    print_summary(out, summaries, stats)
+    return out
+
+
+def _sample(item: Sample | tuple[Sample, Reject]) -> Sample:
+    return item if isinstance(item, Sample) else item[0]
+
+
+def _index(item) -> int:
+    return _sample(item).index
+
+
+async def _run_and_close(executor: Executor, samples: list, backends: dict[str, Backend]) -> RunStats:
+    try:
+        return await executor.run(samples)
+    finally:
+        for backend in backends.values():
+            await backend.aclose()
+
+
+def write_dataset(out: Path, plan: Plan, store: Store, key: str, sample_ids: list[str], identities: dict,
+                  cfg: DictConfig, stats: RunStats, elapsed: float) -> list[emit.ModeSummary]:
+    staging = out / f".staging-{key[:8]}"
+    settings = emit.EmitSettings(**OmegaConf.to_container(cfg.emit))
+    role_of = {s.name: s.role for s in plan.stages}
+    rejects: list[dict] = []
+    summaries = []
+    for mode, count in plan.modes.items():
+        outcomes = emit.iter_mode_outcomes(store.iter_outcomes(key, sample_ids), count)
+        summaries.append(emit.emit_mode(mode, outcomes, stage_names=plan.mode_stages[mode], identities=identities,
+                                        role_of=role_of, image_bytes=store.image_bytes, staging=staging,
+                                        settings=settings, rejects_out=rejects))
+    for summary in summaries:
+        emit.replace_dir(staging / "data" / summary.mode, out / "data" / summary.mode)
+    emit.write_rejects(out / "rejects" / "rejects.parquet", rejects)
+    scores = manifest.score_summary(store.iter_outcomes(key, sample_ids))
+    doc = manifest.build(cfg, plan, summaries, identities, stats, scores, elapsed)
+    manifest.write(out, doc)
+    emit.write_file_atomic(out / "README.md", card.render(doc))
+    shutil.rmtree(staging, ignore_errors=True)
+    return summaries
+
+
+def print_summary(out: Path, summaries: list[emit.ModeSummary], stats: RunStats) -> None:
+    print(f"\ndataset written to {out.resolve()}", file=sys.stderr)
+    for s in summaries:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s.rejects_by_reason.items())) or "none"
+        print(f"  {s.mode}: sourced {s.sourced} = accepted {s.accepted} + rejected {s.rejected} ({reasons})",
+              file=sys.stderr)
+    print(f"  backend calls this run: {stats.backend_calls} "
+          f"({', '.join(f'{k} {v}' for k, v in sorted(stats.computed.items())) or 'all results were in the store'})",
+          file=sys.stderr)
+    print(f"  load with: datasets.load_dataset({str(out)!r}, {summaries[0].mode!r})", file=sys.stderr)
+
+
+def main(overrides: Sequence[str] | None = None) -> Path:
+    argv = list(sys.argv[1:] if overrides is None else overrides)
+    if wants_help(argv):
+        print(USAGE)
+        raise SystemExit(0)
+    cfg = load_config("config", argv)
+    try:
+        return run(cfg)
+    except BackendUnavailable as exc:
+        if overrides is not None:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

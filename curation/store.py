@@ -1,0 +1,109 @@
+"""The store: every stage result by its key, every image once by its content hash.
+
+Crash safety: a result row is one SQLite transaction (WAL mode), and an image is written to a
+temporary name and renamed into place before any row refers to it. A process killed at any
+instant therefore leaves either the old state or the new one, never a half-written value.
+Several processes (shards on one machine) may share a store: SQLite serialises their writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from curation import images
+from curation.images import ImageRef
+from curation.records import Reject, StageOutput, result_from_json
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key   TEXT PRIMARY KEY,
+    stage TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    plan_key  TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    PRIMARY KEY (plan_key, sample_id)
+);
+"""
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.images_dir = self.root / "images"
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.root / "store.sqlite", timeout=60, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against a killed process (the case we promise); it may lose the last
+        # transactions on power loss, which only costs recomputation.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------------ stage results
+
+    def get_result(self, key: str) -> StageOutput | Reject | None:
+        row = self._db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
+        return None if row is None else result_from_json(json.loads(row[0]))
+
+    def put_result(self, key: str, stage: str, result: StageOutput | Reject) -> None:
+        value = json.dumps(result.to_json(), sort_keys=True, ensure_ascii=False)
+        self._db.execute("INSERT OR REPLACE INTO results (key, stage, value) VALUES (?, ?, ?)", (key, stage, value))
+
+    # ------------------------------------------------------------------ per-run outcomes
+
+    def put_outcome(self, plan_key: str, sample_id: str, outcome: dict) -> None:
+        value = json.dumps(outcome, sort_keys=True, ensure_ascii=False)
+        self._db.execute("INSERT OR REPLACE INTO outcomes (plan_key, sample_id, value) VALUES (?, ?, ?)",
+                         (plan_key, sample_id, value))
+
+    def iter_outcomes(self, plan_key: str, sample_ids: list[str] | None = None) -> Iterator[dict]:
+        """Outcomes sorted by sample id (the order of every shard)."""
+        if sample_ids is None:
+            rows = self._db.execute("SELECT value FROM outcomes WHERE plan_key = ? ORDER BY sample_id", (plan_key,))
+            for (value,) in rows:
+                yield json.loads(value)
+            return
+        for sample_id in sorted(sample_ids):
+            row = self._db.execute("SELECT value FROM outcomes WHERE plan_key = ? AND sample_id = ?",
+                                   (plan_key, sample_id)).fetchone()
+            if row is None:
+                raise KeyError(f"no outcome for sample {sample_id} under plan {plan_key}: the run did not finish")
+            yield json.loads(row[0])
+
+    # ------------------------------------------------------------------ images
+
+    def _image_path(self, sha: str, fmt: str) -> Path:
+        return self.images_dir / sha[:2] / f"{sha}.{fmt}"
+
+    def put_image_bytes(self, data: bytes, ref: ImageRef | None = None) -> ImageRef:
+        """Store encoded bytes as they are (probing them unless the caller already did)."""
+        ref = ref or images.probe(data)
+        path = self._image_path(ref.sha256, ref.format)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return ref
+
+    def image_bytes(self, ref: ImageRef) -> bytes:
+        return self._image_path(ref.sha256, ref.format).read_bytes()
+
+    def has_image(self, ref: ImageRef) -> bool:
+        return self._image_path(ref.sha256, ref.format).exists()
