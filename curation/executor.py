@@ -83,7 +83,7 @@ class Executor:
 
         record: dict[str, Any] = dict(sample.fields)
         for stage in stages:
-            if any(f not in record for f in stage.needs):  # an earlier stage rejected the sample
+            if any(f not in record for f in stage.needs) or self._useless(stage, sample.index, outcome["rejects"]):
                 self.progress.update(stage.name, skipped=1)
                 continue
             result, key, seed = await self._result(stage, sample, record)
@@ -94,6 +94,13 @@ class Executor:
             outcome["lineage"][stage.name] = {"key": key, "seed": seed, **result.lineage}
         outcome["fields"] = {k: encode_value(v) for k, v in record.items()}
         self.store.put_outcome(self.plan_key, sample.sample_id, outcome)
+
+    def _useless(self, stage: Stage, index: int, rejects: dict) -> bool:
+        """True when every mode that needs this stage has already rejected the sample."""
+        if not rejects or stage.name in self.plan.report_stages:
+            return False
+        users = [m for m in self.plan.modes_for(index) if stage.name in self.plan.mode_stages[m]]
+        return all(any(s in rejects for s in self.plan.mode_stages[m]) for m in users)
 
     async def _result(self, stage: Stage, sample: Sample, record: dict) -> tuple[StageOutput | Reject, str, int]:
         backend = self.backends.get(stage.role) if stage.role else None

@@ -147,6 +147,7 @@ async def _run_and_close(executor: Executor, samples: list, backends: dict[str, 
 def write_dataset(out: Path, plan: Plan, store: Store, key: str, sample_ids: list[str], identities: dict,
                   cfg: DictConfig, stats: RunStats, elapsed: float) -> list[emit.ModeSummary]:
     staging = out / f".staging-{key[:8]}"
+    shutil.rmtree(staging, ignore_errors=True)  # leftovers of an emit that was killed
     settings = emit.EmitSettings(**OmegaConf.to_container(cfg.emit))
     role_of = {s.name: s.role for s in plan.stages}
     rejects: list[dict] = []

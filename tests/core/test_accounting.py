@@ -10,10 +10,10 @@ from tests.helpers import build
 
 def test_user_prompts_outside_grammar_are_rejected_with_reasons(tmp_path):
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a photo of two red balls\n"
+    prompts.write_text("a photo of two small red balls, in a grey studio\n"
                        "\n"
                        "a watercolor of a lighthouse at dusk\n"
-                       "a photo of a blue cube to the left of a yellow star\n"
+                       "a photo of a large blue cube to the left of a small yellow star, against a white wall\n"
                        + "x" * 3000 + "\n")
     out = build(tmp_path, "recipe=all", "n=5", f"source.prompts_file={prompts}")
     doc = manifest.read(out)
@@ -27,6 +27,8 @@ def test_user_prompts_outside_grammar_are_rejected_with_reasons(tmp_path):
         assert {"prompt_empty", "prompt_too_long", "prompt_outside_grammar"} <= reasons
         assert all(r["stage"] and r["reason"] for r in mine)
     assert doc["modes"]["improving_full_learning"]["accepted"] == 2
+    # The base model is not called for a sample every mode has already rejected.
+    assert doc["run"]["backend_calls"]["initial_image"] == 2
 
 
 def test_counts_per_mode_can_differ(tmp_path):
