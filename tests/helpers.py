@@ -9,7 +9,7 @@ from pathlib import Path
 from curation import manifest
 from curation.run import main
 
-FAST = ["image_size=96", "run.progress_interval_s=60"]
+FAST = ["image_size=128", "run.progress_interval_s=60"]
 
 
 def build(tmp: Path, *overrides: str, out: str = "ds", cache: str = "cache") -> Path:
