@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from curation.backends.base import GenerateRequest
 from curation.records import Reject, StageOutput
 from curation.stages.base import Stage, StageContext
+from curation.stages.generate import generate_and_store
 
 
 class InitialImage(Stage):
@@ -14,12 +14,10 @@ class InitialImage(Stage):
     role = "generator"
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
-        backend = ctx.backend
-        request = GenerateRequest(prompt=inputs["prompt"], seed=ctx.seed, width=backend.width, height=backend.height)
-        result = await backend.generate(request)
+        result = await generate_and_store(inputs["prompt"], ctx)
         if isinstance(result, Reject):
             return result
-        ref = await ctx.save_image(result.image, **ctx.settings.get("encode", {}))
+        ref, generated = result
         # The generator's lineage (for the offline base model: the defects it injected) is
         # recorded here and never becomes a field, so no later stage can read it.
-        return StageOutput(fields={"initial_image": ref, "base_thinking": result.thinking}, lineage=result.lineage)
+        return StageOutput(fields={"initial_image": ref, "base_thinking": generated.thinking}, lineage=generated.lineage)

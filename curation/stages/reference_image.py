@@ -6,9 +6,9 @@ image of the improving modes. That is why there is no separate "improved image" 
 
 from __future__ import annotations
 
-from curation.backends.base import GenerateRequest, GeneratedImage
 from curation.records import Reject, StageOutput
 from curation.stages.base import Stage, StageContext
+from curation.stages.generate import generate_and_store
 
 
 class ReferenceImage(Stage):
@@ -18,10 +18,8 @@ class ReferenceImage(Stage):
     role = "reference"
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
-        backend = ctx.backend
-        request = GenerateRequest(prompt=inputs["prompt"], seed=ctx.seed, width=backend.width, height=backend.height)
-        result = await backend.generate(request)
+        result = await generate_and_store(inputs["prompt"], ctx)
         if isinstance(result, Reject):
             return result
-        ref = await ctx.save_image(result.image, **ctx.settings.get("encode", {}))
-        return StageOutput(fields={"hq_image": ref}, lineage=result.lineage)
+        ref, generated = result
+        return StageOutput(fields={"hq_image": ref}, lineage=generated.lineage)
