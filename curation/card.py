@@ -1,71 +1,475 @@
-"""The dataset card (`README.md`): the Hub's YAML header plus what a reader needs to trust the data."""
+"""The dataset card (`README.md`) and the figures it shares with the HTML report.
+
+`render(doc)` needs only the manifest: the Hub's YAML header (one `configs:` entry per mode),
+counts, accept rate per stage, how each mode was built, lineage and the citation. `write(out,
+doc)` also reads the shards once (`collect`) for what only the rows know — thinking lengths,
+image sizes, models and template versions seen in lineage, tokens and time per sample — and
+writes small PNG plots under `assets/` that the card links, so they show on the Hub.
+"""
 
 from __future__ import annotations
 
-import yaml
+import io
+import json
+import shutil
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from curation import schema
+import pyarrow.parquet as pq
+import yaml
+from PIL import Image
+
+from curation import emit, schema
+from curation.stages import ALL_STAGES
 
 OFFLINE_PREFIX = "offline-world/"
+ASSETS = "assets"
+#: Image sizes are read from this many rows per mode: headers only, but every row's bytes are read.
+IMAGE_ROWS = 2000
+THINKING_COLUMNS = ("initial_thinking", "improving_thinking")
+# Lineage keys a backend records per stage (teachers: tokens and latency of the accepted attempt).
+TOKEN_KEYS = ("prompt_tokens", "completion_tokens")
+SECONDS_KEY = "latency_s"
+TEMPLATE_KEY = "template"
+STAGE_ROLES = {cls.name: cls.role for cls in ALL_STAGES}
+
+CITATION = """@article{huang2025irg,
+  title   = {Interleaving Reasoning for Better Text-to-Image Generation},
+  author  = {Huang, Wenxuan and others},
+  journal = {arXiv preprint arXiv:2509.06945},
+  year    = {2025},
+  url     = {https://arxiv.org/abs/2509.06945}
+}"""
 
 
 def configs_block(modes: list[str]) -> list[dict]:
     return [{"config_name": m, "data_files": [{"split": "train", "path": f"data/{m}/train-*"}]} for m in modes]
 
 
-def render(doc: dict) -> str:
+def dataset_info_block(doc: dict) -> list[dict]:
+    """Per config: features (images included), rows and download size, in the Hub's card format.
+
+    Besides telling the Hub the columns and sizes, this makes `datasets`' cache key depend on the
+    data: `load_dataset(<folder>)` keys its cache on the folder name and the card header (configs
+    and dataset_info) only, so two builds with the same header would share a cache entry and the
+    second would load the first one's rows. `datasets` also checks the row counts when it loads.
+    """
+    return [{"config_name": mode,
+             # schema types are named as the card's dtypes: "string" and "image"
+             "features": [{"name": c.name, "dtype": c.type} for c in schema.load(mode).columns],
+             "splits": [{"name": "train", "num_examples": entry["accepted"]}],
+             "download_size": sum(s["bytes"] for s in entry["shards"])}
+            for mode, entry in doc["modes"].items()]
+
+
+# ----------------------------------------------------------------------------- what the data says
+
+
+def funnel(entry: dict) -> list[tuple[str, int, int]]:
+    """`(stage, entered, passed)` per stage of one mode, from its manifest entry alone."""
+    rejected = Counter()
+    for key, count in entry["rejects_by_reason"].items():
+        rejected[key.split("/", 1)[0]] += count
+    order = ["gates", *entry.get("stages", []), emit.VALIDATE]
+    order = sorted(set(rejected) - set(order)) + order  # e.g. a source's own read failures come first
+    rows, alive = [], entry["sourced"]
+    for stage in order:
+        rows.append((stage, alive, alive - rejected[stage]))
+        alive -= rejected[stage]
+    return rows
+
+
+@dataclass
+class Cost:
+    """Backend tokens and seconds over the accepted rows of a mode that recorded them."""
+
+    rows: int = 0
+    token_rows: int = 0
+    tokens: float = 0.0
+    second_rows: int = 0
+    seconds: float = 0.0
+
+    def per_row(self, what: str) -> float | None:
+        rows = self.token_rows if what == "tokens" else self.second_rows
+        return getattr(self, what) / rows if rows else None
+
+
+@dataclass
+class Stats:
+    """What the rows say, beyond the manifest's counts."""
+
+    thinking_chars: dict[str, list[int]] = field(default_factory=dict)  # column -> lengths, one per sample
+    image_sizes: dict[str, Counter] = field(default_factory=dict)  # field -> Counter[(w, h)], one per image
+    image_rows: int = IMAGE_ROWS
+    unreadable_images: int = 0  # `curation.validate` names them; stats only count them
+    unreadable_lineage: int = 0
+    cost: dict[str, Cost] = field(default_factory=dict)  # by mode
+    models: dict[str, set] = field(default_factory=dict)  # stage -> {(id, revision)}
+    templates: dict[str, set] = field(default_factory=dict)  # template name -> {versions}
+
+
+def collect(out: Path, doc: dict, *, image_rows: int = IMAGE_ROWS) -> Stats:
+    stats = Stats(image_rows=image_rows)
+    seen_text: set[tuple[str, str]] = set()  # modes share samples: count each thinking once
+    seen_images: set[str] = set()
+    for mode in doc["modes"]:
+        mode_schema = schema.load(mode)
+        image_cols = {c.name: c.source for c in mode_schema.columns if c.is_image}  # column -> field
+        text_cols = [c for c in THINKING_COLUMNS if c in mode_schema.column_names]
+        rows_read = 0
+        for path in sorted((out / "data" / mode).glob("train-*.parquet")):
+            reader = pq.ParquetFile(path)
+            for group in range(reader.num_row_groups):
+                want_images = rows_read < image_rows
+                cols = ["sample_id", "lineage", *text_cols, *(image_cols if want_images else [])]
+                for row in reader.read_row_group(group, columns=cols).to_pylist():
+                    for col in text_cols:
+                        if isinstance(row[col], str) and (col, row["sample_id"]) not in seen_text:
+                            seen_text.add((col, row["sample_id"]))
+                            stats.thinking_chars.setdefault(col, []).append(len(row[col]))
+                    if want_images:
+                        for col, source in image_cols.items():  # by field: `image` and `improved_image` are both hq
+                            _add_image_size(stats, seen_images, source, row[col])
+                    _add_lineage(stats, mode, row["lineage"])
+                rows_read += reader.metadata.row_group(group).num_rows
+    return stats
+
+
+def _add_image_size(stats: Stats, seen: set[str], col: str, value: dict | None) -> None:
+    if value is None or value.get("bytes") is None:
+        stats.unreadable_images += 1
+        return
+    key = value.get("path") or str(hash(value["bytes"]))
+    if key in seen:
+        return
+    seen.add(key)
+    try:
+        with Image.open(io.BytesIO(value["bytes"])) as img:  # reads the header only
+            size = img.size
+    except (OSError, SyntaxError, ValueError):  # what Pillow raises for bytes that are not an image
+        stats.unreadable_images += 1
+        return
+    stats.image_sizes.setdefault(col, Counter())[size] += 1
+
+
+def _add_lineage(stats: Stats, mode: str, text: str | None) -> None:
+    try:
+        lineage = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        lineage = None
+    if not isinstance(lineage, dict):
+        stats.unreadable_lineage += 1
+        return
+    for name, version in lineage.get("templates", {}).items():
+        stats.templates.setdefault(name, set()).add(str(version))
+    tokens, seconds = [], []
+    for stage, info in lineage.get("stages", {}).items():
+        backend = info.get("backend") or {}
+        if backend:
+            stats.models.setdefault(stage, set()).add((str(backend.get("id")), str(backend.get("revision"))))
+        if TEMPLATE_KEY in info:
+            stats.templates.setdefault(stage, set()).add(str(info[TEMPLATE_KEY]))
+        tokens += [info[k] for k in TOKEN_KEYS if isinstance(info.get(k), (int, float))]
+        if isinstance(info.get(SECONDS_KEY), (int, float)):
+            seconds.append(info[SECONDS_KEY])
+    if tokens or seconds:
+        cost = stats.cost.setdefault(mode, Cost())
+        cost.rows += 1
+        if tokens:
+            cost.token_rows += 1
+            cost.tokens += sum(tokens)
+        if seconds:
+            cost.second_rows += 1
+            cost.seconds += sum(seconds)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    # No Software/date chunks: the same data gives the same bytes.
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _figure(width: float, height: float, ncols: int = 1):
+    from matplotlib.figure import Figure  # the object API: no pyplot global state, no display needed
+
+    fig = Figure(figsize=(width, height), layout="constrained")  # fits labels without a second draw
+    return fig, fig.subplots(1, ncols)
+
+
+def plots(doc: dict, stats: Stats | None) -> dict[str, bytes]:
+    """PNG bytes by file name; a plot is left out when there is nothing to draw."""
+    out = {"counts.png": _plot_counts(doc), "accept_rate.png": _plot_accept_rate(doc)}
+    if doc.get("checker"):
+        out["checker.png"] = _plot_checker(doc["checker"])
+    if stats is not None and stats.thinking_chars:
+        out["thinking_lengths.png"] = _plot_thinking(stats)
+    if stats is not None and stats.image_sizes:
+        out["image_sizes.png"] = _plot_image_sizes(stats)
+    if stats is not None and stats.cost:
+        out["cost.png"] = _plot_cost(stats)
+    return out
+
+
+def _short(mode: str) -> str:
+    return schema.load(mode).short
+
+
+def _plot_counts(doc: dict) -> bytes:
     modes = list(doc["modes"])
-    header = {"configs": configs_block(modes), "license": "other", "task_categories": ["text-to-image"],
-              "tags": ["irgl", "interleaved-reasoning", "synthetic"], "pretty_name": f"IRGL data ({doc['recipe']})"}
-    offline = any(str(b.get("id", "")).startswith(OFFLINE_PREFIX) for b in doc["backends"].values())
+    fig, ax = _figure(6, 0.45 * len(modes) + 1)
+    accepted = [doc["modes"][m]["accepted"] for m in modes]
+    rejected = [doc["modes"][m]["rejected"] for m in modes]
+    names = [_short(m) for m in modes]
+    ax.barh(names, accepted, color="#3b7d3b", label="accepted")
+    ax.barh(names, rejected, left=accepted, color="#c0504d", label="rejected")
+    ax.invert_yaxis()
+    ax.set_xlabel("samples (sourced = accepted + rejected)")
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def _plot_accept_rate(doc: dict) -> bytes:
+    stages = stage_order(doc)
+    fig, ax = _figure(6, 3)
+    for mode, entry in doc["modes"].items():
+        passed = {s: p for s, _, p in funnel(entry)}
+        alive, left = entry["sourced"], [1.0]
+        for stage in stages:  # a stage the mode does not run lets every sample through
+            alive = passed.get(stage, alive)
+            left.append(alive / entry["sourced"] if entry["sourced"] else 0.0)
+        ax.plot(range(len(left)), left, marker="o", label=_short(mode))
+    ax.set_xticks(range(len(stages) + 1), ["sourced", *stages], rotation=20, fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction still in")
+    ax.set_title("Samples left after each stage", fontsize=9)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _plot_checker(checker: dict) -> bytes:
+    fig, ax = _figure(4, 2.6)
+    labels = ["accuracy", "mean score"]
+    initial = [checker["initial_accuracy"], checker["initial_score"]]
+    improved = [checker["improved_accuracy"], checker["improved_score"]]
+    ax.bar([0, 1], initial, width=0.38, color="#999999", label="initial image")
+    ax.bar([0.4, 1.4], improved, width=0.38, color="#3b7d3b", label="improved image")
+    ax.set_xticks([0.2, 1.2], labels)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"Checker over {checker['samples']} samples", fontsize=9)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _plot_thinking(stats: Stats) -> bytes:
+    fig, ax = _figure(6, 2.8)
+    for col, lengths in stats.thinking_chars.items():
+        ax.hist(lengths, bins=30, alpha=0.6, label=f"{col} ({len(lengths)})")
+    ax.set_xlabel("characters")
+    ax.set_ylabel("samples")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _plot_image_sizes(stats: Stats) -> bytes:
+    fig, ax = _figure(4.5, 3.2)
+    for col, sizes in stats.image_sizes.items():
+        largest = max(sizes.values())
+        ax.scatter([w for w, _ in sizes], [h for _, h in sizes], s=[20 + 80 * n / largest for n in sizes.values()],
+                   alpha=0.6, label=col)
+    ax.set_xlabel("width (px)")
+    ax.set_ylabel("height (px)")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _plot_cost(stats: Stats) -> bytes:
+    fig, (left, right) = _figure(7, 2.6, ncols=2)
+    modes = list(stats.cost)
+    names = [_short(m) for m in modes]
+    left.barh(names, [stats.cost[m].per_row("tokens") or 0 for m in modes], color="#4f81bd")
+    left.set_xlabel("tokens per accepted sample")
+    right.barh(names, [stats.cost[m].per_row("seconds") or 0 for m in modes], color="#f79646")
+    right.set_xlabel("backend seconds per accepted sample")
+    right.set_yticks([])
+    left.invert_yaxis()
+    right.invert_yaxis()
+    return _png(fig)
+
+
+# ----------------------------------------------------------------------------- the card
+
+
+def render(doc: dict, stats: Stats | None = None, assets: list[str] | tuple[str, ...] = ()) -> str:
+    """The card text; `stats` and `assets` (file names under `assets/`) add what the rows say."""
+    modes = list(doc["modes"])
+    header = {"configs": configs_block(modes), "dataset_info": dataset_info_block(doc), "license": "other",
+              "task_categories": ["text-to-image"], "tags": ["irgl", "interleaved-reasoning", "synthetic"],
+              "pretty_name": f"IRGL data ({doc['recipe']})"}
     lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
              f"# IRGL training data — recipe `{doc['recipe']}`", "",
              "Training data for text-to-image models that reason in turns (IRG, arXiv 2509.06945), in the",
              "IRGL learning modes. Built by irgl-curation "
              f"{doc['pipeline_version']} (schema version {doc['schema_version']}).", ""]
-    if offline:
+    if any(str(b.get("id", "")).startswith(OFFLINE_PREFIX) for b in doc["backends"].values()):
         lines += ["> **Simulated data.** Some backends of this run are the *offline world*, a simulator that",
                   "> renders compositional scenes and writes thinkings by measuring images. It is for testing",
                   "> pipelines and trainers, not a stand-in for the Qwen2.5-VL teacher or the BAGEL base model.", ""]
-    lines += ["## Modes", "", "Every sourced sample is either accepted or rejected with a reason: "
-              "**sourced = accepted + rejected** for every mode.", "",
-              "| mode | sourced | accepted | rejected | shards |", "|---|---:|---:|---:|---:|"]
-    for mode, m in doc["modes"].items():
-        lines.append(f"| `{mode}` | {m['sourced']} | {m['accepted']} | {m['rejected']} | {len(m['shards'])} |")
-    lines += ["", "## How to load", "", "```python", "import datasets",
+    lines += _modes_section(doc, assets)
+    lines += ["## How to load", "", "```python", "import datasets",
               f"ds = datasets.load_dataset(\"<this repo or folder>\", \"{modes[0]}\", split=\"train\")", "```", ""]
-    lines += ["## Columns", ""]
+    lines += _build_section(doc) + _columns_section(modes) + _rejects_section(doc, assets)
+    lines += _data_section(doc, stats, assets) + _lineage_section(doc, stats)
+    lines += ["## Citation", "", "The learning modes and the data format follow the IRG paper:", "",
+              "```bibtex", CITATION, "```", ""]
+    return "\n".join(lines)
+
+
+def _figure_line(name: str, assets, alt: str) -> list[str]:
+    return [f"![{alt}]({ASSETS}/{name})", ""] if name in assets else []
+
+
+def _modes_section(doc: dict, assets) -> list[str]:
+    lines = ["## Modes", "", "Every sourced sample is either accepted or rejected with a reason: "
+             "**sourced = accepted + rejected** for every mode.", "",
+             "| mode | sourced | accepted | rejected | accept rate | shards |", "|---|---:|---:|---:|---:|---:|"]
+    for mode, m in doc["modes"].items():
+        rate = f"{m['accepted'] / m['sourced']:.1%}" if m["sourced"] else "—"
+        lines.append(f"| `{mode}` | {m['sourced']} | {m['accepted']} | {m['rejected']} | {rate} | {len(m['shards'])} |")
+    return lines + [""] + _figure_line("counts.png", assets, "accepted and rejected samples per mode")
+
+
+def _build_section(doc: dict) -> list[str]:
+    lines = ["## How each mode was built", "",
+             "Stages run in this order; each stage's result is keyed by its inputs, backend and settings, "
+             "so modes that share a stage share its results.", ""]
+    for mode, m in doc["modes"].items():
+        steps = []
+        for stage in m.get("stages", []):
+            role = STAGE_ROLES.get(stage)
+            ident = doc["backends"].get(role, {}) if role else {}
+            steps.append(f"{stage} (`{ident.get('id')}`)" if ident else stage)
+        lines.append(f"- **`{mode}`**: source `{doc['backends'].get('source', {}).get('id')}` → gates → "
+                     f"{' → '.join(steps) or '(no stage)'} → schema check")
+    return lines + [""]
+
+
+def _columns_section(modes: list[str]) -> list[str]:
+    lines = ["## Columns", ""]
     for mode in modes:
         s = schema.load(mode)
-        lines.append(f"**`{mode}`** — {s.description}")
-        lines.append("")
-        lines.append("| column | type | filled from |")
-        lines.append("|---|---|---|")
-        for col in s.columns:
-            lines.append(f"| `{col.name}` | {col.type} | {col.source} |")
+        lines += [f"**`{mode}`** — {s.description}", "", "| column | type | filled from |", "|---|---|---|"]
+        lines += [f"| `{col.name}` | {col.type} | {col.source} |" for col in s.columns]
         sequence = " → ".join(f"{seg.column}{' (loss)' if seg.loss else ''}" for seg in s.sequence)
         lines += ["", f"Training sequence: {sequence}", ""]
-    lines += ["## Rejects", ""]
-    any_rejects = False
-    for mode, m in doc["modes"].items():
-        for reason, count in m["rejects_by_reason"].items():
-            if not any_rejects:
-                lines += ["| mode | stage/reason | count |", "|---|---|---:|"]
-                any_rejects = True
-            lines.append(f"| `{mode}` | `{reason}` | {count} |")
-    if not any_rejects:
+    return lines
+
+
+def _rejects_section(doc: dict, assets) -> list[str]:
+    lines = ["## Rejects", ""]
+    rows = [(mode, reason, count) for mode, m in doc["modes"].items()
+            for reason, count in m["rejects_by_reason"].items()]
+    if rows:
+        lines += ["| mode | stage/reason | count |", "|---|---|---:|"]
+        lines += [f"| `{mode}` | `{reason}` | {count} |" for mode, reason, count in rows]
+    else:
         lines.append("No sample was rejected.")
-    lines += ["", "Every reject is listed with its detail in `rejects/rejects.parquet`.", ""]
+    lines += ["", "Every reject is listed with its detail in `rejects/rejects.parquet`.", "",
+              "Accept rate per stage (samples that passed / samples that reached it):", ""]
+    stages = stage_order(doc)
+    lines += ["| mode | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
+    for mode, entry in doc["modes"].items():
+        rates = {s: (f"{p / e:.1%}" if e else "—") for s, e, p in funnel(entry)}
+        lines.append(f"| `{_short(mode)}` | " + " | ".join(rates.get(s, "") for s in stages) + " |")
+    return lines + [""] + _figure_line("accept_rate.png", assets, "samples left after each stage")
+
+
+def stage_order(doc: dict) -> list[str]:
+    """Every stage of any mode's funnel, in data-flow order."""
+    canonical = ["gates", *STAGE_ROLES, emit.VALIDATE]
+    found = {s for entry in doc["modes"].values() for s, _, _ in funnel(entry)}
+    return sorted(found - set(canonical)) + [s for s in canonical if s in found]
+
+
+def _data_section(doc: dict, stats: Stats | None, assets) -> list[str]:
+    lines = []
     if doc.get("checker"):
         c = doc["checker"]
         lines += ["## Initial vs improved images", "",
                   f"Checker accuracy over {c['samples']} samples: initial images {c['initial_accuracy']:.3f}, "
                   f"improved images {c['improved_accuracy']:.3f} (mean check score {c['initial_score']:.3f} → "
                   f"{c['improved_score']:.3f}).", ""]
-    lines += ["## Lineage", "", "| role | model | revision |", "|---|---|---|"]
+        lines += _figure_line("checker.png", assets, "checker initial vs improved")
+    if stats is None:
+        return lines
+    if stats.thinking_chars:
+        lines += ["## Thinking lengths", "", "Characters per thinking, each sample counted once:", "",
+                  "| thinking | samples | min | median | 95th pct | max |", "|---|---:|---:|---:|---:|---:|"]
+        for col, n in stats.thinking_chars.items():
+            q = sorted(n)
+            p95 = q[int(0.95 * (len(q) - 1))]
+            lines.append(f"| {col} | {len(q)} | {q[0]} | {int(statistics.median(q))} | {p95} | {q[-1]} |")
+        lines += [""] + _figure_line("thinking_lengths.png", assets, "thinking length histograms")
+    if stats.image_sizes:
+        lines += ["## Image sizes", "", f"Distinct images in the first {stats.image_rows} rows of each mode:", "",
+                  "| image (pipeline field) | size (w×h) | images |", "|---|---|---:|"]
+        for col, sizes in stats.image_sizes.items():
+            lines += [f"| {col} | {w}×{h} | {n} |" for (w, h), n in sizes.most_common(5)]
+        if stats.unreadable_images:
+            lines += ["", f"{stats.unreadable_images} image(s) could not be read."]
+        lines += [""] + _figure_line("image_sizes.png", assets, "image sizes")
+    lines += ["## Cost", ""]
+    if stats.cost:
+        lines += ["Backend tokens and seconds recorded in lineage, per accepted sample:", "",
+                  "| mode | rows with records | tokens / sample | seconds / sample |", "|---|---:|---:|---:|"]
+        for mode, c in stats.cost.items():
+            tokens, seconds = c.per_row("tokens"), c.per_row("seconds")
+            lines.append(f"| `{mode}` | {c.rows} | {'—' if tokens is None else f'{tokens:.0f}'} | "
+                         f"{'—' if seconds is None else f'{seconds:.2f}'} |")
+        lines += [""] + _figure_line("cost.png", assets, "tokens and seconds per accepted sample")
+    else:
+        lines += ["The backends of this run recorded no tokens or latency in lineage.", ""]
+    accepted = sum(m["accepted"] for m in doc["modes"].values())
+    if accepted and doc.get("run", {}).get("elapsed_s"):
+        lines += [f"Wall time of the run: {doc['run']['elapsed_s']:.1f} s for {accepted} accepted rows "
+                  f"({doc['run']['elapsed_s'] / accepted:.3f} s per row).", ""]
+    return lines
+
+
+def _lineage_section(doc: dict, stats: Stats | None) -> list[str]:
+    lines = ["## Lineage", "", "| role | model | revision |", "|---|---|---|"]
     for role, ident in doc["backends"].items():
         lines.append(f"| {role} | `{ident.get('id')}` | {ident.get('revision')} |")
-    lines += ["", "Each row's `lineage` column (JSON) records the sample and source ids, the model, revision and",
+    lines += [""]
+    if stats is not None and stats.models:
+        lines += ["Models seen in the rows' lineage, by stage:", ""]
+        for stage, models in sorted(stats.models.items()):
+            lines.append(f"- {stage}: " + ", ".join(f"`{i}` (revision {r})" for i, r in sorted(models)))
+        lines += [""]
+    if stats is not None and stats.templates:
+        lines += ["Template versions: " + ", ".join(f"{name} {'/'.join(sorted(v))}"
+                                                    for name, v in sorted(stats.templates.items())), ""]
+    lines += [f"Pipeline irgl-curation {doc['pipeline_version']}, schema version {doc['schema_version']}.", "",
+              "Each row's `lineage` column (JSON) records the sample and source ids, the model, revision and",
               "settings of every backend that touched it, seeds, template and pipeline versions.",
               "`manifest.json` holds the run's counts, configuration (secrets redacted), versions and timings.", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def write(out: Path, doc: dict) -> None:
+    """The card and its plots: `assets/` is replaced whole, so no plot of an older run lingers."""
+    out = Path(out)
+    stats = collect(out, doc)
+    pngs = plots(doc, stats)
+    staging = out / f".staging-{ASSETS}"
+    shutil.rmtree(staging, ignore_errors=True)  # left over from a killed run
+    staging.mkdir(parents=True)
+    for name, data in pngs.items():
+        (staging / name).write_bytes(data)
+    emit.replace_dir(staging, out / ASSETS)
+    emit.write_file_atomic(out / "README.md", render(doc, stats, sorted(pngs)))

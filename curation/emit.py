@@ -28,6 +28,8 @@ from curation.paths import templates_dir
 from curation.records import decode_value
 
 VALIDATE = "validate"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 PARQUET_SETTINGS = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
 
 
@@ -188,6 +190,7 @@ def write_file_atomic(path: Path, data: bytes | str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "wb") as fh:
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a dataset is meant to be read by others
     os.replace(tmp, path)
 
 

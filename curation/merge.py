@@ -84,7 +84,7 @@ def merge(out: Path) -> Path:
     emit.write_rejects(out / "rejects" / "rejects.parquet", rejects)
     doc = merged_manifest(docs, summaries)
     manifest.write(out, doc)
-    emit.write_file_atomic(out / "README.md", card.render(doc))
+    card.write(out, doc)
     shutil.rmtree(staging, ignore_errors=True)
     return out
 

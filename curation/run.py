@@ -81,11 +81,14 @@ def build_backend(role: str, node: DictConfig) -> Backend:
 
 def read_source(source: Source, gates: Gates, plan: Plan, cfg: DictConfig) -> Iterator[Sample | tuple[Sample, Reject]]:
     identity = source.identity()
-    for index, item in enumerate(source.iter_items(plan.n_source)):
-        sample_id = sample_id_for(identity, item.source_id)
-        if not in_shard(sample_id, cfg.shard, cfg.num_shards):
-            continue
-        admitted = gates.admit(item, sample_id, index)
+
+    def mine():
+        for index, item in enumerate(source.iter_items(plan.n_source)):
+            sample_id = sample_id_for(identity, item.source_id)
+            if in_shard(sample_id, cfg.shard, cfg.num_shards):
+                yield item, sample_id, index
+
+    for item, sample_id, index, admitted in gates.admit_all(mine(), workers=cfg.gates_workers):
         if isinstance(admitted, Reject):
             yield Sample(sample_id, item.source_id, index, fields={}), admitted
         else:
@@ -163,7 +166,7 @@ def write_dataset(out: Path, plan: Plan, store: Store, key: str, sample_ids: lis
     scores = manifest.score_summary(store.iter_outcomes(key, sample_ids))
     doc = manifest.build(cfg, plan, summaries, identities, stats, scores, elapsed)
     manifest.write(out, doc)
-    emit.write_file_atomic(out / "README.md", card.render(doc))
+    card.write(out, doc)
     shutil.rmtree(staging, ignore_errors=True)
     return summaries
 

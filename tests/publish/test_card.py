@@ -1,0 +1,90 @@
+"""The card: plots next to it, the lineage summary, how each mode was built, the citation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from curation import card, manifest
+from curation.validate import Kind, card_header, validate
+
+MODE = "improving_full_learning"
+
+
+def test_card_links_its_plots_and_says_how_the_data_was_made(publish_dataset):
+    text = (publish_dataset / "README.md").read_text()
+    doc = manifest.read(publish_dataset)
+    assert [c["config_name"] for c in card_header(text)["configs"]] == list(doc["modes"])
+    for name in ("counts", "accept_rate", "checker", "thinking_lengths", "image_sizes"):
+        path = publish_dataset / "assets" / f"{name}.png"
+        assert f"](assets/{name}.png)" in text
+        with Image.open(path) as img:
+            assert img.format == "PNG"
+        assert path.stat().st_size < 150_000
+    assert "arXiv:2509.06945" in text and "Interleaving Reasoning for Better Text-to-Image Generation" in text
+    build = text.split("## How each mode was built")[1].split("## ")[0]
+    assert all(f"`{mode}`" in build for mode in doc["modes"])
+    assert all(f"`{b['id']}`" in text for b in doc["backends"].values())
+    assert "Template versions: questions 1" in text
+    # The rejects planted by the fixture show up per stage: 2 of 9 sourced samples never reach the teacher.
+    assert "| `improving_full` | 88.9% | 87.5% | 100.0% |" in text
+
+
+def test_render_from_the_manifest_alone_still_works(publish_dataset):
+    """What run.py calls today: no shards read, no plots, the rest of the card intact."""
+    text = card.render(manifest.read(publish_dataset))
+    assert "](assets/" not in text
+    assert "## How each mode was built" in text and "arXiv:2509.06945" in text
+
+
+def test_tokens_and_latency_in_lineage_become_a_cost_table(dataset_copy: Path):
+    path = next((dataset_copy / "data" / MODE).glob("train-*.parquet"))
+    table = pq.read_table(path)
+    lineages = []
+    for text in table.column("lineage").to_pylist():
+        lineage = json.loads(text)
+        lineage["stages"]["improving_thinking"].update(prompt_tokens=900, completion_tokens=100, latency_s=2.0,
+                                                       template="teacher_improving_thinking@3")
+        lineages.append(json.dumps(lineage))
+    index = table.schema.get_field_index("lineage")
+    pq.write_table(table.set_column(index, "lineage", pa.array(lineages, pa.string())), path)
+    card.write(dataset_copy, manifest.read(dataset_copy))
+    text = (dataset_copy / "README.md").read_text()
+    assert f"| `{MODE}` | {table.num_rows} | 1000 | 2.00 |" in text
+    assert "improving_thinking teacher_improving_thinking@3" in text
+    assert (dataset_copy / "assets" / "cost.png").is_file()
+    assert [p.kind for p in validate(dataset_copy, workers=1)] == []
+
+
+def test_plots_of_an_earlier_card_do_not_linger(dataset_copy: Path):
+    (dataset_copy / "assets" / "old_plot.png").write_bytes(b"stale")
+    card.write(dataset_copy, manifest.read(dataset_copy))
+    assert not (dataset_copy / "assets" / "old_plot.png").exists()
+    assert Kind.CARD_ASSET_MISSING not in {p.kind for p in validate(dataset_copy, workers=1)}
+
+
+def test_same_named_folders_with_different_data_do_not_share_a_load_cache(publish_dataset, dataset_copy,
+                                                                          tmp_path, monkeypatch):
+    """`load_dataset(<folder>)` keys its cache on the folder name and the card header only."""
+    import datasets
+
+    assert publish_dataset.name == dataset_copy.name
+    path = next((dataset_copy / "data" / MODE).glob("train-*.parquet"))
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, table.num_rows - 1), path)
+    doc = manifest.read(dataset_copy)
+    entry = doc["modes"][MODE]
+    entry["accepted"] -= 1
+    entry["sourced"] -= 1
+    entry["shards"] = [{**entry["shards"][0], "rows": table.num_rows - 1, "bytes": path.stat().st_size}]
+    manifest.write(dataset_copy, doc)
+    card.write(dataset_copy, doc)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")
+    first = datasets.load_dataset(str(publish_dataset), MODE, split="train")
+    second = datasets.load_dataset(str(dataset_copy), MODE, split="train")
+    assert (len(first), len(second)) == (table.num_rows, table.num_rows - 1)
