@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 from PIL import Image
 
-from curation import card, manifest, schema
+from curation import card, figures, manifest, schema
 from curation.config import load_config, wants_help
 
 TEMPLATES = Path(__file__).resolve().parent / "report_templates"
@@ -51,7 +51,7 @@ class Settings:
     page_size: int = 50
     thumb_px: int = 192
     reject_examples: int = 20
-    image_rows: int = card.IMAGE_ROWS
+    image_rows: int = figures.IMAGE_ROWS
     workers: int = 0  # 0: one per CPU
 
     @classmethod
@@ -310,8 +310,8 @@ def build(data: Path, out: Path, settings: Settings) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     env = environment()
     shutil.copyfile(TEMPLATES / "report.css", out / "report.css")
-    stats = card.collect(data, doc, image_rows=settings.image_rows)
-    figures = {name: base64.b64encode(png).decode("ascii") for name, png in card.plots(doc, stats).items()}
+    stats = figures.collect(data, doc, image_rows=settings.image_rows)
+    pngs = {name: base64.b64encode(png).decode("ascii") for name, png in figures.plots(doc, stats).items()}
     rows = sum(entry["accepted"] for entry in doc["modes"].values())
     workers = settings.workers or ((os.cpu_count() or 1) if rows >= PARALLEL_ROWS else 1)
     images = Images(out, settings.thumb_px, workers)
@@ -325,10 +325,10 @@ def build(data: Path, out: Path, settings: Settings) -> Path:
         root="", groups=groups, total=sum(g.count for g in groups)))
     offline = any(str(b.get("id", "")).startswith(card.OFFLINE_PREFIX) for b in doc["backends"].values())
     index = env.get_template("index.html.j2").render(
-        root="", doc=doc, modes=modes, figures=figures, stats=stats, offline=offline, groups=groups,
-        rates={m: {s: f"{p / e:.1%}" if e else "—" for s, e, p in card.funnel(entry)}
+        root="", doc=doc, modes=modes, figures=pngs, stats=stats, offline=offline, groups=groups,
+        rates={m: {s: f"{p / e:.1%}" if e else "—" for s, e, p in figures.funnel(entry)}
                for m, entry in doc["modes"].items()},
-        stages=card.stage_order(doc),
+        stages=figures.stage_order(doc),
         data=str(data.resolve()))
     write_file(out / "index.html", index)
     return out / "index.html"
