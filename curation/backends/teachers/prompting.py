@@ -1,0 +1,272 @@
+"""What every model teacher shares: versioned prompt templates, image budgets, the chat flow.
+
+A teacher backend (`vllm_server`, `vllm`, `transformers`) only says how to run one chat — how an
+image goes into a message and how a completion comes back. Everything else lives here, once:
+
+- the prompt templates (`curation/templates/teacher_*.yaml`, versioned; the version goes into the
+  backend identity, so into every result key, and into each row's lineage);
+- the image budget: Qwen2.5-VL spends about one token per 28×28 pixels, so every image is resized
+  to at most `max_pixels`, with sides on the 28-pixel grid (the server then has nothing to resize);
+- the accounting per call (tokens, latency, attempts) and the mapping of failures to rejects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import re
+import sys
+import time
+from abc import abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import yaml
+from PIL import Image
+
+from curation.backends.base import (BackendUnavailable, ImprovingThinkingRequest, InitialThinkingRequest, Teacher,
+                                    TeacherOutput)
+from curation.paths import templates_dir
+from curation.records import Reject
+from curation.thinking_checks import TeacherText
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+# Up to 256² an image is resized and encoded in ~0.3 ms of CPU, about what handing it to a worker
+# thread costs (measured ~0.17 ms per hop on 2 cores): small images stay on the event loop.
+INLINE_MAX_PIXELS = 256 * 256
+
+
+# ----------------------------------------------------------------------------- templates
+
+
+@dataclass(frozen=True)
+class Template:
+    """A chat prompt: a system text and a user turn made of text and image parts, in order."""
+
+    name: str
+    version: int
+    system: str
+    user: tuple[tuple[str, str], ...]  # ("text", text with {placeholders}) or ("image", image name)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def render(self, values: Mapping[str, str]) -> list[tuple[str, str]]:
+        """The user parts with placeholders filled in one pass (a value is never re-scanned)."""
+        return [(kind, _PLACEHOLDER.sub(lambda m: values[m.group(1)], text) if kind == "text" and "{" in text else text)
+                for kind, text in self.user]
+
+
+def load_template(name: str, *, placeholders: set[str], images: set[str]) -> Template:
+    """Read `curation/templates/<name>.yaml` and check it uses only what the request provides."""
+    path = templates_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise BackendUnavailable(f"the prompt template {name!r} does not exist: expected {path}")
+    doc = yaml.safe_load(path.read_text())
+    parts = []
+    for part in doc["user"]:
+        (kind, value), = part.items()
+        if kind == "text":
+            unknown = set(_PLACEHOLDER.findall(value)) - placeholders
+            if unknown:
+                raise BackendUnavailable(f"the template {path} uses {sorted(unknown)}; "
+                                         f"it may use only {sorted(placeholders)}")
+        elif kind == "image":
+            if value not in images:
+                raise BackendUnavailable(f"the template {path} shows image {value!r}; the request has {sorted(images)}")
+        else:
+            raise BackendUnavailable(f"the template {path} has a part of kind {kind!r}; use text or image")
+        parts.append((kind, value))
+    return Template(name=doc["name"], version=int(doc["version"]), system=doc.get("system", "").strip(),
+                    user=tuple(parts))
+
+
+# ----------------------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class ImageBudget:
+    """How large images go to the teacher: at most `max_pixels`, sides multiples of `multiple`."""
+
+    max_pixels: int = 401_408  # 512 tokens of 28×28 for Qwen2.5-VL
+    min_pixels: int = 3_136  # 4 tokens
+    multiple: int = 28  # 14-pixel patches merged 2×2
+
+    def __post_init__(self):
+        if not self.multiple ** 2 <= self.min_pixels <= self.max_pixels:
+            raise BackendUnavailable(f"the teacher's pixel budget needs pixel_multiple² <= min_pixels <= max_pixels; "
+                                     f"got {asdict(self)}")
+
+
+@dataclass(frozen=True)
+class ImageEncoding:
+    """How images are encoded for a server (in-process teachers take PIL images as they are)."""
+
+    format: str = "jpeg"  # JPEG encodes ~20× faster than PNG and is what photos are anyway
+    jpeg_quality: int = 90
+
+    def __post_init__(self):
+        if self.format not in ("jpeg", "png"):
+            raise BackendUnavailable(f"teacher image format {self.format!r}: use jpeg or png")
+
+
+def fitted_size(width: int, height: int, budget: ImageBudget) -> tuple[int, int]:
+    """The size Qwen2.5-VL's own resizing would pick: on the grid, same aspect, within the budget.
+
+    `max_pixels` is a hard cap (it bounds the tokens paid per image); `min_pixels` is met
+    whenever the cap leaves room for it.
+    """
+    m = budget.multiple
+    w, h = max(m, round(width / m) * m), max(m, round(height / m) * m)
+    if w * h > budget.max_pixels:
+        scale = math.sqrt(width * height / budget.max_pixels)
+        w, h = max(m, math.floor(width / scale / m) * m), max(m, math.floor(height / scale / m) * m)
+    elif w * h < budget.min_pixels:
+        scale = math.sqrt(budget.min_pixels / (width * height))
+        w, h = math.ceil(width * scale / m) * m, math.ceil(height * scale / m) * m
+    while w * h > budget.max_pixels:  # a side held at one cell (extreme aspect) or rounded up
+        if w >= h:
+            w -= m
+        else:
+            h -= m
+    return w, h
+
+
+def fit_image(image: Image.Image, budget: ImageBudget) -> Image.Image:
+    image = image if image.mode == "RGB" else image.convert("RGB")
+    size = fitted_size(image.width, image.height, budget)
+    return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
+
+
+def encode_image(image: Image.Image, encoding: ImageEncoding) -> bytes:
+    buf = io.BytesIO()
+    if encoding.format == "jpeg":
+        image.save(buf, format="JPEG", quality=encoding.jpeg_quality)
+    else:
+        image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- sampling and results
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling knobs every backend understands (backend-specific extras live in its config)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 2048
+
+
+@dataclass
+class Completion:
+    """One chat completion, as every backend reports it."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    attempts: int = 1
+    notes: dict[str, Any] = field(default_factory=dict)  # backend-specific lineage (image sizes …)
+
+
+# ----------------------------------------------------------------------------- the shared flow
+
+
+class ChatTeacher(Teacher):
+    """A teacher that answers both thinking requests with one chat built from a template."""
+
+    def __init__(self, *, templates: Mapping[str, str], sampling: Mapping[str, Any], max_pixels: int,
+                 min_pixels: int, pixel_multiple: int):
+        self.sampling = Sampling(**sampling)
+        self.budget = ImageBudget(max_pixels=int(max_pixels), min_pixels=int(min_pixels), multiple=int(pixel_multiple))
+        self.initial_template = load_template(templates["initial_thinking"], placeholders={"prompt"},
+                                              images={"image"})
+        self.improving_template = load_template(templates["improving_thinking"],
+                                                placeholders={"prompt", "initial_thinking"},
+                                                images={"initial_image", "target_image"})
+        # Accounting over the run (`summary()`), printed when the backend closes.
+        self.calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._first_call: float | None = None
+        self._last_done = 0.0
+
+    # What a subclass provides ------------------------------------------------------------
+
+    @abstractmethod
+    def model_identity(self) -> tuple[str, str]:
+        """`(model id, revision)` for lineage and keys."""
+
+    def backend_settings(self) -> dict[str, Any]:
+        """Backend-specific settings that change results (added to the identity)."""
+        return {}
+
+    async def prepare_image(self, image: Image.Image) -> Any:
+        """An image as `complete` wants it. Default: a PIL image within the budget."""
+        if image.width * image.height <= INLINE_MAX_PIXELS:
+            return fit_image(image, self.budget)
+        return await asyncio.to_thread(fit_image, image, self.budget)  # resizing a large image: off the loop
+
+    @abstractmethod
+    async def complete(self, system: str, parts: list[tuple[str, Any]], seed: int, stage: str) -> Completion | Reject:
+        """Run one chat. `parts` are ("text", str) and ("image", whatever `prepare_image` made)."""
+
+    # The Teacher interface ----------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        model, revision = self.model_identity()
+        return {"id": model, "revision": revision, "settings": {
+            "sampling": asdict(self.sampling), "pixels": asdict(self.budget),
+            "templates": {"initial_thinking": self.initial_template.tag,
+                          "improving_thinking": self.improving_template.tag},
+            **self.backend_settings()}}
+
+    async def initial_thinking(self, request: InitialThinkingRequest) -> TeacherOutput | Reject:
+        return await self._ask("initial_thinking", self.initial_template, {"prompt": request.prompt},
+                               {"image": request.image}, request.seed)
+
+    async def improving_thinking(self, request: ImprovingThinkingRequest) -> TeacherOutput | Reject:
+        return await self._ask("improving_thinking", self.improving_template,
+                               {"prompt": request.prompt, "initial_thinking": request.initial_thinking},
+                               {"initial_image": request.initial_image, "target_image": request.target_image},
+                               request.seed)
+
+    async def _ask(self, stage: str, template: Template, values: dict[str, str], images: dict[str, Image.Image],
+                   seed: int) -> TeacherOutput | Reject:
+        started = time.perf_counter()
+        self._first_call = self._first_call or started
+        # Each image is prepared (resized, encoded) once per request, however often the request is retried.
+        prepared = {name: await self.prepare_image(image) for name, image in images.items()}
+        parts = [(kind, prepared[value] if kind == "image" else value) for kind, value in template.render(values)]
+        result = await self.complete(template.system, parts, seed, stage)
+        self._last_done = time.perf_counter()
+        self.calls += 1
+        if isinstance(result, Reject):
+            return result
+        self.prompt_tokens += result.prompt_tokens or 0
+        self.completion_tokens += result.completion_tokens or 0
+        lineage = {"template": template.tag, "finish_reason": result.finish_reason,
+                   "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                   "latency_s": round(self._last_done - started, 3), "attempts": result.attempts, **result.notes}
+        return TeacherOutput(text=TeacherText(result.text, result.finish_reason), lineage=lineage)
+
+    def summary(self) -> dict[str, Any]:
+        """Per-run accounting: calls, tokens, and throughput over the time the teacher was in use."""
+        wall = (self._last_done - self._first_call) if self._first_call else 0.0
+        return {"calls": self.calls, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "wall_s": round(wall, 3),
+                "completion_tokens_per_s": round(self.completion_tokens / wall, 2) if wall > 0 else None,
+                "calls_per_teacher_hour": round(self.calls * 3600 / wall, 1) if wall > 0 else None}
+
+    def print_summary(self) -> None:
+        s = self.summary()
+        if s["calls"]:
+            print(f"  teacher {self.model_identity()[0]}: {s['calls']} calls, {s['prompt_tokens']} prompt + "
+                  f"{s['completion_tokens']} completion tokens in {s['wall_s']} s "
+                  f"({s['completion_tokens_per_s']} completion tokens/s, {s['calls_per_teacher_hour']} calls "
+                  "per teacher-hour)", file=sys.stderr)

@@ -1,0 +1,47 @@
+"""Helpers of the teacher tests: run overrides and dataset readers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tests.support.fake_openai import MODEL
+
+# Lineage values that differ between two runs of the same work (wall clock, retries).
+ACCOUNTING = ("latency_s", "attempts")
+
+
+def server_teacher(url: str, model: str = MODEL, *, timeout_s: float = 5.0, max_attempts: int = 5) -> list[str]:
+    """Overrides for `teacher=vllm_server` at `url`, with short waits so fault tests stay fast."""
+    return ["teacher=vllm_server", f"teacher.base_url={url}/v1", f"teacher.model={model}",
+            f"teacher.http.timeout_s={timeout_s}", f"teacher.http.max_attempts={max_attempts}",
+            "teacher.http.backoff_initial_s=0.01", "teacher.http.backoff_max_s=0.05", "checker=none"]
+
+
+def rows(out: Path, mode: str) -> list[dict]:
+    """The mode's rows, lineage parsed and stripped of per-run accounting."""
+    found = []
+    for path in sorted((out / "data" / mode).glob("*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            lineage = json.loads(row["lineage"])
+            for stage in lineage["stages"].values():
+                for key in ACCOUNTING:
+                    stage.pop(key, None)
+            found.append({**row, "lineage": lineage})
+    return found
+
+
+def rejects(out: Path, mode: str) -> list[dict]:
+    return [r for r in pq.read_table(out / "rejects" / "rejects.parquet").to_pylist() if r["mode"] == mode]
+
+
+def assert_each_sample_once(out: Path, mode: str, sourced: int) -> None:
+    """Every sample ends accepted or rejected with a reason, and none twice."""
+    accepted = [r["sample_id"] for r in rows(out, mode)]
+    rejected = [r["sample_id"] for r in rejects(out, mode)]
+    assert len(set(accepted)) == len(accepted) and len(set(rejected)) == len(rejected)
+    assert not set(accepted) & set(rejected)
+    assert len(accepted) + len(rejected) == sourced
+    assert all(r["reason"] and r["stage"] for r in rejects(out, mode))

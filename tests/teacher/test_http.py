@@ -1,0 +1,153 @@
+"""The shared HTTP layer: what is retried, what is not, what a failure says, where the key goes."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+
+import pytest
+
+from curation.http import (ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats, dumps,
+                           retry_after_seconds)
+from tests.support.aio_server import ServerThread
+from tests.support.fake_openai import MODEL, FakeOpenAI
+from tests.support.fault_proxy import (FaultProxy, Garbled, Hang, MalformedJSON, Reset, Status, empty_content,
+                                       finish_length, per_body)
+
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "a plan for two red balls"}], "seed": 7}
+
+
+def settings(url: str, **overrides) -> HttpSettings:
+    values = dict(base_url=url + "/v1", timeout_s=1.0, max_attempts=3, backoff_initial_s=0.01, backoff_max_s=0.02)
+    return HttpSettings(**{**values, **overrides})
+
+
+def post(url: str, body: dict = BODY, **overrides) -> tuple[dict | RequestFailed, RequestStats]:
+    async def go():
+        client = HttpClient(settings(url, **overrides))
+        stats = RequestStats()
+        try:
+            return await client.post_json("/chat/completions", body, stats=stats), stats
+        except RequestFailed as exc:
+            return exc, stats
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("fault", [Status(429, retry_after=0.05), Status(500), Status(502), Status(503),
+                                   Status(408), Hang(3.0), Reset(), Garbled(), MalformedJSON()],
+                         ids=lambda f: f.name)
+def test_each_transient_fault_is_retried_to_the_clean_answer(fake, fault):
+    _, url = fake
+    clean, _ = post(url)
+    with FaultProxy(url, per_body([fault])) as proxy:
+        answer, stats = post(proxy.url)
+    assert answer == clean
+    assert stats.attempts == 2
+    assert proxy.faults() == [fault.name]
+
+
+@pytest.mark.parametrize("fault,reason", [(Status(503), "server_error"), (Status(429), "rate_limited"),
+                                          (Hang(3.0), "timeout"), (Reset(), "connection_error"),
+                                          (MalformedJSON(), "malformed_response"), (Garbled(), "malformed_response")],
+                         ids=lambda v: str(v))
+def test_after_the_last_attempt_the_failure_is_transient_and_named(fake, fault, reason):
+    _, url = fake
+    with FaultProxy(url, per_body([fault] * 10)) as proxy:
+        failure, stats = post(proxy.url, max_attempts=3)
+    assert isinstance(failure, RequestFailed)
+    assert (failure.reason, failure.transient) == (reason, True)
+    assert stats.attempts == 3 and len(proxy.log) == 3
+    assert "(3 attempts)" in failure.detail
+
+
+def test_other_client_errors_are_not_retried(fake):
+    _, url = fake
+    with FaultProxy(url, per_body([Status(400), Status(400)])) as proxy:
+        failure, stats = post(proxy.url)
+    assert isinstance(failure, RequestFailed)
+    assert (failure.reason, failure.transient, failure.status) == ("http_error", False, 400)
+    assert stats.attempts == 1 and len(proxy.log) == 1
+    # A 404 from the server itself (unknown model) is not retried either.
+    failure, stats = post(url, {**BODY, "model": "no/such-model"})
+    assert (failure.reason, failure.status, stats.attempts) == ("http_error", 404, 1)
+
+
+def test_content_faults_pass_through_the_http_layer_untouched(fake):
+    """Empty content and finish_reason=length are answers, not transport faults: validation judges them."""
+    _, url = fake
+    with FaultProxy(url, per_body([empty_content()], when=lambda c: c.json()["seed"] == 1)
+                    ) as proxy, FaultProxy(url, per_body([finish_length()])) as proxy2:
+        empty, stats = post(proxy.url, {**BODY, "seed": 1})
+        cut, _ = post(proxy2.url)
+    assert empty["choices"][0]["message"]["content"] == "" and stats.attempts == 1
+    assert cut["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_server_that_is_not_there_is_a_connection_error():
+    failure, stats = post("http://127.0.0.1:1", max_attempts=2)
+    assert (failure.reason, failure.transient, stats.attempts) == ("connection_error", True, 2)
+
+
+def test_waits_grow_exponentially_with_jitter_and_honour_retry_after():
+    client = HttpClient(HttpSettings("http://x/v1", backoff_initial_s=1.0, backoff_max_s=8.0))
+    for failures, base in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (6, 8.0)]:
+        waits = {client._delay(failures, None) for _ in range(50)}
+        assert all(base / 2 <= w <= base for w in waits)
+        assert len(waits) > 1  # jittered
+
+    class Limited(Exception):
+        retry_after = 30.0
+
+    assert client._delay(1, Limited()) == 30.0  # a Retry-After longer than backoff_max_s still wins
+    assert retry_after_seconds("2.5") == 2.5
+    in_ten = email.utils.formatdate(time.time() + 10, usegmt=True)
+    assert 8.0 <= retry_after_seconds(in_ten) <= 10.0
+    assert retry_after_seconds("soon") is None
+
+
+def test_the_api_key_comes_from_the_named_variable_and_never_shows(monkeypatch):
+    secret = "sk-test-5ecret-value"
+    endpoint = FakeOpenAI(api_key=secret)
+    with ServerThread(endpoint.protocol) as server:
+        monkeypatch.delenv("IRGL_TEST_KEY", raising=False)
+        with pytest.raises(ApiKeyMissing, match="IRGL_TEST_KEY"):
+            HttpClient(settings(server.url, api_key_env="IRGL_TEST_KEY"))
+
+        failure, _ = post(server.url)  # no key configured: the server refuses, not retried
+        assert (failure.reason, failure.status) == ("http_error", 401)
+
+        monkeypatch.setenv("IRGL_TEST_KEY", secret)
+        answer, _ = post(server.url, api_key_env="IRGL_TEST_KEY")
+        assert answer["choices"][0]["finish_reason"] == "stop"
+
+        monkeypatch.setenv("IRGL_TEST_KEY", "sk-wrong-" + secret)
+        failure, _ = post(server.url, api_key_env="IRGL_TEST_KEY")
+        client = HttpClient(settings(server.url, api_key_env="IRGL_TEST_KEY"))
+    for text in (str(failure), failure.detail, repr(client), repr(client.settings)):
+        assert secret not in text
+
+
+def test_settings_refuse_impossible_values():
+    with pytest.raises(ValueError):
+        HttpSettings("http://x/v1", max_attempts=0)
+    with pytest.raises(ValueError):
+        HttpSettings("http://x/v1", timeout_s=0)
+    for url in ("localhost:8000/v1", "http:///v1", "ftp://host/v1"):
+        with pytest.raises(ValueError, match="must look like http://host:port/v1"):
+            HttpClient(HttpSettings(url))
+
+
+def test_data_uris_are_spliced_into_the_json_unchanged():
+    image = DataURI("image/jpeg", bytes(range(256)) * 40)
+    payload = {"messages": [{"content": [{"type": "image_url", "image_url": {"url": image}},
+                                         {"type": "text", "text": 'quotes " and \\ and é'}]}], "again": image}
+    decoded = json.loads(dumps(payload))
+    assert decoded["messages"][0]["content"][0]["image_url"]["url"] == str(image)
+    assert decoded["again"] == str(image)
+    assert decoded["messages"][0]["content"][1]["text"] == 'quotes " and \\ and é'
+    assert json.loads(dumps({"plain": [1, 2]})) == {"plain": [1, 2]}

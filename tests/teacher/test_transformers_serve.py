@@ -1,0 +1,69 @@
+"""`teacher=vllm_server` against a real OpenAI-compatible server: `transformers serve` of a tiny random
+Qwen2.5-VL, started by the test on 127.0.0.1, alone and behind the fault-injecting proxy."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hydra.utils import instantiate
+from PIL import Image
+
+from curation.backends.base import InitialThinkingRequest
+from curation.config import load_config
+from tests.helpers import build
+from tests.support.fault_proxy import FaultProxy, Hang, MalformedJSON, Reset, Status, bucket
+from tests.teacher.helpers import assert_each_sample_once, rejects, server_teacher
+
+MODE = "initial_thinking_generation_learning"
+# Greedy, so that the same request always gets the same gibberish; short, so tests stay quick.
+GREEDY = ["teacher.sampling.temperature=0", "teacher.sampling.max_tokens=12"]
+
+
+def test_images_reach_the_served_model_at_the_budgeted_size(served_tiny_qwen, tiny_qwen):
+    def prompt_tokens(max_pixels: int) -> dict:
+        cfg = load_config("config", [*server_teacher(served_tiny_qwen, str(tiny_qwen)), *GREEDY,
+                                     f"teacher.max_pixels={max_pixels}"])
+        backend = instantiate(cfg.teacher, _convert_="all")
+        backend.check()  # GET /v1/models lists the served folder under its path
+
+        async def go():
+            output = await backend.initial_thinking(InitialThinkingRequest("a ball", Image.new("RGB", (448, 448)), 1))
+            await backend.aclose()
+            return output
+
+        return asyncio.run(go()).lineage
+
+    small, large = prompt_tokens(50176), prompt_tokens(200704)
+    assert small["image_sizes"] == ["224x224"] and large["image_sizes"] == ["448x448"]
+    # The server's own count: 64 image tokens for 224², 256 for 448² (one per 28×28 pixels).
+    assert large["prompt_tokens"] - small["prompt_tokens"] == 256 - 64
+    assert small["completion_tokens"] == 12 and small["finish_reason"] == "length"
+
+
+def test_a_run_against_the_server_rejects_gibberish_as_truncated(served_tiny_qwen, tiny_qwen, tmp_path):
+    out = build(tmp_path, "recipe=initial_thinking", "n=3", *server_teacher(served_tiny_qwen, str(tiny_qwen)),
+                *GREEDY, "stages.initial_thinking.validation_attempts=2")
+    assert_each_sample_once(out, MODE, 3)
+    found = rejects(out, MODE)
+    assert {(r["stage"], r["reason"]) for r in found} == {("initial_thinking", "truncated")} and len(found) == 3
+
+
+def _faults(call):
+    sequences = [[Status(429, retry_after=0.05), Reset()], [Status(503), MalformedJSON()], [Hang(3.0)], []]
+    faults = sequences[bucket(call, 4)] if call.path.endswith("/chat/completions") else []
+    return faults[call.attempt] if call.attempt < len(faults) else None
+
+
+def test_faults_in_front_of_the_server_change_nothing_in_the_outcome(served_tiny_qwen, tiny_qwen, tmp_path):
+    teacher = [*GREEDY, "teacher.concurrency=2"]
+    clean = build(tmp_path, "recipe=initial_thinking", "n=4", *server_teacher(served_tiny_qwen, str(tiny_qwen)),
+                  *teacher, out="clean", cache="clean-cache")
+    with FaultProxy(served_tiny_qwen, _faults) as proxy:
+        faulted = build(tmp_path, "recipe=initial_thinking", "n=4",
+                        *server_teacher(proxy.url, str(tiny_qwen), timeout_s=2.0), *teacher,
+                        out="faulted", cache="faulted-cache")
+    # Which request gets which fault follows from the requests' hashes: fixed, and all kinds occur.
+    assert {"status_429", "reset", "status_503", "malformed_json", "hang"} <= set(proxy.faults())
+    assert_each_sample_once(faulted, MODE, 4)
+    # Each reject quotes the start of what the model wrote: the same text reached the pipeline.
+    assert rejects(faulted, MODE) == rejects(clean, MODE) and len(rejects(clean, MODE)) == 4
