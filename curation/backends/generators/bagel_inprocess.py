@@ -1,0 +1,229 @@
+"""`generator=bagel`: BAGEL-7B-MoT in this process, through its repository's `InterleaveInferencer`.
+
+The user provides both halves, we ship neither:
+- `repo_dir`: a checkout of https://github.com/ByteDance-Seed/Bagel (its `inferencer.py`,
+  `modeling/`, `data/` are imported from there, at start-up, never at import time);
+- `model_dir`: the BAGEL-7B-MoT weights (`llm_config.json`, `vit_config.json`, `ae.safetensors`,
+  `ema.safetensors`, tokenizer files), e.g. `huggingface-cli download ByteDance-Seed/BAGEL-7B-MoT`.
+
+It needs a CUDA GPU (the inferencer runs under CUDA autocast and decodes on `cuda`) with flash-attn,
+and about 32 GB of GPU memory in bfloat16. `check()` tests these in that order and names the first
+that is missing in one sentence; only then are the weights loaded. Without a GPU, use
+`generator=bagel_omni` against a vLLM-Omni server.
+
+Think mode (`think: true`) makes BAGEL write its own plan before drawing; the plan comes back in
+`GeneratedImage.thinking` (the stage stores it as `base_thinking`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import os
+import random
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
+from curation.backends.generators.diffusers_pipeline import config_digest, first_line
+from curation.records import Reject
+
+REPO_FILES = ("inferencer.py", "modeling/bagel/__init__.py", "data/transforms.py", "data/data_utils.py")
+MODEL_FILES = ("llm_config.json", "vit_config.json", "ae.safetensors", "ema.safetensors", "tokenizer_config.json")
+RENORM_TYPES = ("global", "local", "text_channel")
+# Modules kept together on the first GPU when the model is spread over several (BAGEL's own list).
+SAME_DEVICE_MODULES = ("language_model.model.embed_tokens", "time_embedder", "latent_pos_embed", "vae2llm",
+                       "llm2vae", "connector", "vit_pos_embed")
+
+
+class BagelInProcess(ImageGenerator):
+    def __init__(self, repo_dir: str | None, model_dir: str | None, model_id: str = "ByteDance-Seed/BAGEL-7B-MoT",
+                 revision: str | None = None, width: int = 1024, height: int = 1024, num_timesteps: int = 50,
+                 cfg_text_scale: float = 4.0, cfg_img_scale: float = 1.0,
+                 cfg_interval: tuple[float, float] | list[float] = (0.4, 1.0), timestep_shift: float = 3.0,
+                 cfg_renorm_min: float = 0.0, cfg_renorm_type: str = "global", think: bool = False,
+                 max_think_token_n: int = 1024, do_sample: bool = True, text_temperature: float = 0.3,
+                 max_memory_per_gpu: str = "80GiB", offload_folder: str | None = None,
+                 stage_name: str = "initial_image", concurrency: int = 1):
+        if not repo_dir or not model_dir:
+            raise BackendUnavailable("generator=bagel needs generator.repo_dir=<BAGEL checkout> and "
+                                     "generator.model_dir=<BAGEL-7B-MoT weights>")
+        self.repo_dir = Path(repo_dir)
+        self.model_dir = Path(model_dir)
+        self.model_id = model_id
+        self.revision = revision
+        self.width, self.height = int(width), int(height)
+        self.num_timesteps = int(num_timesteps)
+        self.cfg_text_scale = float(cfg_text_scale)
+        self.cfg_img_scale = float(cfg_img_scale)
+        self.cfg_interval = tuple(float(x) for x in cfg_interval)
+        self.timestep_shift = float(timestep_shift)
+        self.cfg_renorm_min = float(cfg_renorm_min)
+        self.cfg_renorm_type = cfg_renorm_type
+        self.think = bool(think)
+        self.max_think_token_n = int(max_think_token_n)
+        self.do_sample = bool(do_sample)
+        self.text_temperature = float(text_temperature)
+        self.max_memory_per_gpu = max_memory_per_gpu
+        self.offload_folder = offload_folder
+        self.stage_name = stage_name
+        self.concurrency = concurrency
+        self._inferencer = None
+        self._torch = None
+        self._lock = threading.Lock()  # one model: one generation at a time
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The keyword arguments of `InterleaveInferencer.__call__` (image size comes per request)."""
+        hyper = {"think": self.think, "cfg_text_scale": self.cfg_text_scale, "cfg_img_scale": self.cfg_img_scale,
+                 "cfg_interval": list(self.cfg_interval), "timestep_shift": self.timestep_shift,
+                 "num_timesteps": self.num_timesteps, "cfg_renorm_min": self.cfg_renorm_min,
+                 "cfg_renorm_type": self.cfg_renorm_type}
+        if self.think:  # text sampling settings only matter when BAGEL writes a plan
+            hyper.update(max_think_token_n=self.max_think_token_n, do_sample=self.do_sample,
+                         text_temperature=self.text_temperature)
+        return hyper
+
+    def identity(self) -> dict:
+        revision = self.revision or (config_digest(self.model_dir) if self.model_dir.is_dir() else "missing")
+        return {"id": self.model_id, "revision": revision,
+                "settings": {"width": self.width, "height": self.height, **self.hyperparameters()}}
+
+    # ------------------------------------------------------------------ start-up
+
+    def check(self) -> None:
+        self.check_arguments()
+        self.check_files()
+        torch = self._import_torch()
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("in-process BAGEL needs a CUDA GPU and torch sees none: run it on a GPU "
+                                     "machine, or serve BAGEL with vLLM-Omni and use generator=bagel_omni")
+        if importlib.util.find_spec("flash_attn") is None:
+            raise BackendUnavailable("in-process BAGEL needs flash-attn, which is not installed: "
+                                     "pip install flash-attn --no-build-isolation")
+        self._torch = torch
+        self._inferencer = self._load()
+
+    def check_arguments(self) -> None:
+        for side in (self.width, self.height):
+            if side % 16 or not 256 <= side <= 1024:
+                raise BackendUnavailable(f"BAGEL image size {self.width}x{self.height}: each side must be a "
+                                         "multiple of 16 within 256..1024")
+        lo_hi = self.cfg_interval
+        if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] <= lo_hi[1] <= 1.0:
+            raise BackendUnavailable(f"cfg_interval {list(lo_hi)} must be [start, end] with 0 <= start <= end <= 1")
+        if self.num_timesteps < 1:
+            raise BackendUnavailable(f"num_timesteps={self.num_timesteps} must be at least 1")
+        if self.cfg_renorm_type not in RENORM_TYPES:
+            raise BackendUnavailable(f"cfg_renorm_type={self.cfg_renorm_type!r} is not one of {list(RENORM_TYPES)}")
+        if self.think and (self.max_think_token_n < 1 or self.text_temperature <= 0):
+            raise BackendUnavailable("think mode needs max_think_token_n >= 1 and text_temperature > 0")
+
+    def check_files(self) -> None:
+        missing = [f for f in REPO_FILES if not (self.repo_dir / f).is_file()]
+        if missing:
+            raise BackendUnavailable(f"generator.repo_dir={self.repo_dir} is not a BAGEL checkout (missing "
+                                     f"{', '.join(missing)}): git clone https://github.com/ByteDance-Seed/Bagel "
+                                     "and point repo_dir at it")
+        missing = [f for f in MODEL_FILES if not (self.model_dir / f).is_file()]
+        if missing:
+            raise BackendUnavailable(f"generator.model_dir={self.model_dir} lacks the BAGEL weights "
+                                     f"({', '.join(missing)}): huggingface-cli download "
+                                     "ByteDance-Seed/BAGEL-7B-MoT --local-dir <model_dir>")
+
+    @staticmethod
+    def _import_torch():
+        try:
+            return importlib.import_module("torch")
+        except ImportError as exc:
+            raise BackendUnavailable("in-process BAGEL needs torch: pip install 'irgl-curation[models]'") from exc
+
+    def _load(self):
+        """Build the model from the checkout's own classes, as its inference app does."""
+        torch = self._torch
+        if str(self.repo_dir) not in sys.path:
+            sys.path.insert(0, str(self.repo_dir))  # the checkout's packages are top-level (`data`, `modeling`)
+        try:
+            accelerate = importlib.import_module("accelerate")
+            data_utils = importlib.import_module("data.data_utils")
+            transforms = importlib.import_module("data.transforms")
+            inferencer_mod = importlib.import_module("inferencer")
+            autoencoder = importlib.import_module("modeling.autoencoder")
+            bagel = importlib.import_module("modeling.bagel")
+            qwen2 = importlib.import_module("modeling.qwen2")
+        except ImportError as exc:
+            raise BackendUnavailable(f"could not import the BAGEL checkout in {self.repo_dir}: {exc} "
+                                     "(install its requirements.txt into this environment)") from exc
+        try:
+            model_dir = str(self.model_dir)
+            llm_config = bagel.Qwen2Config.from_json_file(os.path.join(model_dir, "llm_config.json"))
+            llm_config.qk_norm = True
+            llm_config.tie_word_embeddings = False
+            llm_config.layer_module = "Qwen2MoTDecoderLayer"
+            vit_config = bagel.SiglipVisionConfig.from_json_file(os.path.join(model_dir, "vit_config.json"))
+            vit_config.rope = False
+            vit_config.num_hidden_layers -= 1
+            vae_model, vae_config = autoencoder.load_ae(local_path=os.path.join(model_dir, "ae.safetensors"))
+            config = bagel.BagelConfig(visual_gen=True, visual_und=True, llm_config=llm_config,
+                                       vit_config=vit_config, vae_config=vae_config, vit_max_num_patch_per_side=70,
+                                       connector_act="gelu_pytorch_tanh", latent_patch_size=2, max_latent_size=64)
+            with accelerate.init_empty_weights():
+                language_model = bagel.Qwen2ForCausalLM(llm_config)
+                vit_model = bagel.SiglipVisionModel(vit_config)
+                model = bagel.Bagel(language_model, vit_model, config)
+                model.vit_model.vision_model.embeddings.convert_conv2d_to_linear(vit_config, meta=True)
+            tokenizer = qwen2.Qwen2Tokenizer.from_pretrained(model_dir)
+            tokenizer, new_token_ids, _ = data_utils.add_special_tokens(tokenizer)
+            device_map = self._device_map(accelerate, model, torch)
+            offload = self.offload_folder or os.path.join(tempfile.gettempdir(), "bagel-offload")
+            model = accelerate.load_checkpoint_and_dispatch(
+                model, checkpoint=os.path.join(model_dir, "ema.safetensors"), device_map=device_map,
+                offload_buffers=True, offload_folder=offload, dtype=torch.bfloat16, force_hooks=True).eval()
+            vae_model = vae_model.to("cuda", dtype=torch.bfloat16).eval()
+            return inferencer_mod.InterleaveInferencer(
+                model=model, vae_model=vae_model, tokenizer=tokenizer,
+                vae_transform=transforms.ImageTransform(1024, 512, 16),
+                vit_transform=transforms.ImageTransform(980, 224, 14), new_token_ids=new_token_ids)
+        except Exception as exc:  # corrupt weights, out of GPU memory, a checkout of another version …
+            raise BackendUnavailable(f"could not load BAGEL from {self.model_dir} with the checkout in "
+                                     f"{self.repo_dir}: {type(exc).__name__}: {first_line(exc)}") from exc
+
+    def _device_map(self, accelerate, model, torch) -> dict[str, Any]:
+        device_map = accelerate.infer_auto_device_map(
+            model, max_memory={i: self.max_memory_per_gpu for i in range(torch.cuda.device_count())},
+            no_split_module_classes=["Bagel", "Qwen2MoTDecoderLayer"])
+        first = device_map.get(SAME_DEVICE_MODULES[0], "cuda:0")
+        single_gpu = torch.cuda.device_count() == 1
+        for name in SAME_DEVICE_MODULES:
+            # With several GPUs, only modules the map already names are moved (as BAGEL's app does).
+            if single_gpu or name in device_map:
+                device_map[name] = first
+        return device_map
+
+    # ------------------------------------------------------------------ work
+
+    async def generate(self, request: GenerateRequest) -> GeneratedImage | Reject:
+        if self._inferencer is None:
+            raise BackendUnavailable("BAGEL is not loaded: check() must run before generate()")
+        return await asyncio.to_thread(self._generate, request)
+
+    def _generate(self, request: GenerateRequest) -> GeneratedImage | Reject:
+        torch = self._torch
+        with self._lock:
+            # The inferencer takes no seed: seed every generator it may draw from, per request.
+            random.seed(request.seed)
+            importlib.import_module("numpy").random.seed(request.seed)
+            torch.manual_seed(request.seed)
+            torch.cuda.manual_seed_all(request.seed)
+            result = self._inferencer(text=request.prompt, image_shapes=(request.height, request.width),
+                                      **self.hyperparameters())
+        image = result.get("image")
+        if image is None:
+            return Reject(self.stage_name, "no_image", "BAGEL returned no image for this prompt")
+        thinking = result.get("text") if self.think else None
+        return GeneratedImage(image=image, thinking=thinking,
+                              lineage={"seed": request.seed, "width": request.width, "height": request.height,
+                                       "think": self.think})

@@ -1,0 +1,138 @@
+"""Gates: every bad kind is rejected with its exact reason; odd images are normalised, not rejected."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curation.backends.base import SourceItem
+from curation.gates import Gates, GateSettings, NearDuplicateIndex
+from curation.records import Reject, Sample
+from curation.store import Store
+from tests.gates.cases import Case, distinct_image, encode, gate_cases
+
+
+def admit_all(gates: Gates, cases: list[Case]) -> list[Sample | Reject]:
+    return [gates.admit(SourceItem(source_id=c.name, prompt=c.prompt, image=c.image), f"{i:016x}", i)
+            for i, c in enumerate(cases)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "cache")
+    yield s
+    s.close()
+
+
+def test_every_case_gets_its_exact_outcome(store):
+    cases = gate_cases()
+    results = admit_all(Gates(GateSettings(), store), cases)
+    for case, result in zip(cases, results):
+        if case.reason is not None:
+            assert isinstance(result, Reject), case.name
+            assert (result.stage, result.reason) == ("gates", case.reason), case.name
+            continue
+        assert isinstance(result, Sample), (case.name, result)
+        ref = result.fields["hq_image"]
+        gate_lineage = result.lineage["source"]["gates"]
+        assert tuple(gate_lineage.get("conversions", ())) == case.conversions, case.name
+        stored = store.image_bytes(ref)
+        if not case.conversions:  # within bounds and already plain RGB: the source bytes, untouched
+            assert stored == case.image, case.name
+        with Image.open(io.BytesIO(stored)) as img:
+            assert img.mode == "RGB", case.name
+            assert img.size == (ref.width, ref.height)
+            if case.stored_size is not None:
+                assert img.size == case.stored_size, case.name
+        assert gate_lineage["image_sha256"] != ref.sha256 or not case.conversions
+
+
+def test_duplicate_detail_names_the_first_row(store):
+    results = {c.name: r for c, r in zip(gate_cases(), admit_all(Gates(GateSettings(), store), gate_cases()))}
+    assert results["prompt_duplicate"].detail == "same prompt as good_png"
+    assert results["image_duplicate"].detail == "same image bytes as good_png"
+    assert "from good_png" in results["image_near_duplicate"].detail
+
+
+def test_dedup_is_deterministic_and_first_in_source_order_wins(tmp_path):
+    a = Case("a", "a red ball", encode(distinct_image(1)))
+    b = Case("b", "a red ball", encode(distinct_image(2)))
+    forward = admit_all(Gates(GateSettings(), Store(tmp_path / "1")), [a, b])
+    again = admit_all(Gates(GateSettings(), Store(tmp_path / "2")), [a, b])
+    backward = admit_all(Gates(GateSettings(), Store(tmp_path / "3")), [b, a])
+    assert [type(r) for r in forward] == [type(r) for r in again] == [Sample, Reject]
+    assert forward[0].fields["hq_image"] == again[0].fields["hq_image"]
+    assert backward[0].fields["hq_image"].sha256 != forward[0].fields["hq_image"].sha256
+    assert backward[1].detail == "same prompt as b"
+
+
+def test_normalised_images_are_encoded_deterministically(tmp_path):
+    rgba = Case("rgba", "glass", encode(distinct_image(3).convert("RGBA")))
+    one = admit_all(Gates(GateSettings(), Store(tmp_path / "1")), [rgba])[0]
+    two = admit_all(Gates(GateSettings(), Store(tmp_path / "2")), [rgba])[0]
+    assert one.fields["hq_image"] == two.fields["hq_image"]
+
+
+def test_alpha_is_composited_on_white(store):
+    image = Image.new("RGBA", (300, 300), (255, 0, 0, 0))  # fully transparent red
+    sample = admit_all(Gates(GateSettings(), store), [Case("t", "nothing", encode(image))])[0]
+    with Image.open(io.BytesIO(store.image_bytes(sample.fields["hq_image"]))) as img:
+        assert img.getpixel((10, 10)) == (255, 255, 255)
+
+
+def test_sixteen_bit_grey_keeps_its_range(store):
+    grey = np.full((300, 300), 40000, dtype=np.uint16)
+    sample = admit_all(Gates(GateSettings(), store), [Case("g", "grey", encode(Image.fromarray(grey)))])[0]
+    with Image.open(io.BytesIO(store.image_bytes(sample.fields["hq_image"]))) as img:
+        assert img.getpixel((5, 5)) == (40000 >> 8,) * 3  # not clipped to white
+
+
+def test_knobs_change_the_decisions(tmp_path):
+    small = Case("small", "a small picture", encode(distinct_image(4, (200, 200))))
+    wide = Case("wide", "a wide picture", encode(distinct_image(5, (1300, 300))))
+    base = Case("base", "a picture", encode(distinct_image(6)))
+    near = Case("near", "another picture", encode(distinct_image(6), "JPEG", quality=85))
+    strict = Gates(GateSettings(), Store(tmp_path / "1"))
+    assert [r.reason for r in admit_all(strict, [small, wide])] == ["image_too_small", "image_aspect_ratio"]
+    loose = Gates(GateSettings(min_side=128, max_aspect_ratio=4.5, near_duplicate_distance=None),
+                  Store(tmp_path / "2"))
+    assert all(isinstance(r, Sample) for r in admit_all(loose, [small, wide, base, near]))
+    tiny_limit = Gates(GateSettings(max_pixels=300 * 288 - 1), Store(tmp_path / "3"))
+    assert admit_all(tiny_limit, [base])[0].reason == "image_decompression_bomb"
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError):
+        GateSettings(min_side=2048, max_side=1024)
+    with pytest.raises(ValueError):
+        GateSettings(near_duplicate_distance=64, hash_size=8)
+
+
+def test_problem_rows_come_back_as_they_are(store):
+    problem = Reject("gates", "row_unreadable", "line 3 is not valid JSON")
+    item = SourceItem(source_id="x", prompt=None, problem=problem)
+    assert Gates(GateSettings(), store).admit(item, "0" * 16, 0) == problem
+
+
+def test_prompts_without_images_pass(store):
+    sample = Gates(GateSettings(), store).admit(SourceItem("p", "  a red ball  "), "0" * 16, 0)
+    assert sample.fields == {"prompt": "a red ball"}
+
+
+@pytest.mark.parametrize("distance", [0, 3, 9])
+def test_near_duplicate_index_matches_a_brute_force_scan(distance):
+    rng = np.random.default_rng(distance)
+    base = [int(x) for x in rng.integers(0, 2 ** 63, size=300, dtype=np.int64)]
+    # Half the queries are close relatives of stored hashes (a few flipped bits), half are random.
+    queries = [b ^ (1 << int(rng.integers(64))) ^ (1 << int(rng.integers(64))) for b in base[:150]]
+    queries += [int(x) for x in rng.integers(0, 2 ** 63, size=150, dtype=np.int64)]
+    index = NearDuplicateIndex(64, distance)
+    for i, h in enumerate(base):
+        index.add(h, f"h{i}")
+    for q in queries:
+        expected = next(((f"h{i}", (h ^ q).bit_count()) for i, h in enumerate(base)
+                         if (h ^ q).bit_count() <= distance), None)
+        assert index.find(q) == expected

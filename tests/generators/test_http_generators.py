@@ -1,0 +1,236 @@
+"""`generator=bagel_omni` and `generator|reference=images_api` against a server speaking vLLM-Omni's
+documented formats (`fake_omni.py`), directly and through the shared fault proxy.
+
+These test the documented request/response format, not a live vLLM-Omni.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import socket
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest
+from curation.backends.generators.bagel_omni import BagelOmniGenerator
+from curation.backends.generators.images_api import ImagesApiGenerator
+from curation.records import Reject
+from curation.run import main
+from tests.generators.fake_omni import BAGEL, FakeOmni
+from tests.support.aio_server import ServerThread
+from tests.support.fault_proxy import FaultProxy, Hang, MalformedJSON, Reset, Rewrite, Status, per_body
+
+FAST_HTTP = {"timeout_s": 2.0, "max_attempts": 4, "backoff_initial_s": 0.01, "backoff_max_s": 0.05}
+PROMPT = "a photo of two red balls, on a wooden table"
+
+
+@pytest.fixture(scope="module")
+def omni():
+    fake = FakeOmni()
+    with ServerThread(fake.app()) as server:
+        fake.url = server.url
+        yield fake
+
+
+def bagel(api_root: str, **kw) -> BagelOmniGenerator:
+    return BagelOmniGenerator(base_url=api_root, model=kw.pop("model", BAGEL), width=96, height=96,
+                              num_inference_steps=kw.pop("num_inference_steps", 7),
+                              extra_body={"cfg_text_scale": 4.0, "cfg_interval": [0.4, 1.0], "timestep_shift": 3.0},
+                              http=kw.pop("http", FAST_HTTP), **kw)
+
+
+def images_api(api_root: str, **kw) -> ImagesApiGenerator:
+    return ImagesApiGenerator(base_url=api_root, model=kw.pop("model", None), width=128, height=96,
+                              num_inference_steps=kw.pop("num_inference_steps", 9), http=kw.pop("http", FAST_HTTP),
+                              stage_name="reference_image", **kw)
+
+
+def generate(backend, prompt: str = PROMPT, seed: int = 11):
+    async def go():
+        try:
+            return await backend.generate(GenerateRequest(prompt=prompt, seed=seed, width=backend.width,
+                                                          height=backend.height))
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())
+
+
+def last_request(fake: FakeOmni, path: str) -> dict:
+    return next(body for p, body in reversed(fake.requests) if p == path)
+
+
+# ----------------------------------------------------------------------------- the documented request
+
+
+def test_bagel_omni_sends_the_documented_chat_request(omni):
+    backend = bagel(f"{omni.url}/v1")
+    backend.check()
+    result = generate(backend, seed=1234)
+    assert isinstance(result, GeneratedImage)
+    sent = last_request(omni, "/v1/chat/completions")
+    assert sent["modalities"] == ["image"]
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text",
+                                                              "text": f"<|im_start|>{PROMPT}<|im_end|>"}]}]
+    assert (sent["height"], sent["width"], sent["num_inference_steps"], sent["seed"]) == (96, 96, 7, 1234)
+    assert sent["model"] == BAGEL
+    assert (sent["cfg_text_scale"], sent["cfg_interval"], sent["timestep_shift"]) == (4.0, [0.4, 1.0], 3.0)
+    assert "negative_prompt" not in sent
+    with Image.open(io.BytesIO(result.image)) as img:  # the server's bytes, kept as they are
+        assert (img.format, img.size) == ("PNG", (96, 96))
+    assert result.lineage["seed"] == 1234 and result.lineage["attempts"] == 1
+
+
+def test_images_api_sends_the_documented_request(omni):
+    backend = images_api(f"{omni.url}/v1", guidance_scale=None, negative_prompt="blurry")
+    backend.check()
+    assert backend.model == BAGEL  # model null: named after what the server serves
+    result = generate(backend, prompt="a lighthouse at dusk", seed=99)
+    assert isinstance(result, GeneratedImage)
+    sent = last_request(omni, "/v1/images/generations")
+    assert sent == {"prompt": "a lighthouse at dusk", "size": "128x96", "n": 1, "seed": 99,
+                    "response_format": "b64_json", "model": BAGEL, "num_inference_steps": 9,
+                    "negative_prompt": "blurry"}  # null knobs (guidance_scale, true_cfg_scale) are not sent
+    with Image.open(io.BytesIO(result.image)) as img:
+        assert img.size == (128, 96)
+
+
+def test_seed_and_settings_are_in_the_identity_and_lineage(omni):
+    backend = bagel(f"{omni.url}/v1")
+    assert backend.identity()["settings"]["num_inference_steps"] == 7
+    assert bagel(f"{omni.url}/v1", num_inference_steps=8).identity() != backend.identity()
+    assert "url" not in json.dumps(backend.identity())  # moving the server keeps every cached result
+
+
+# ----------------------------------------------------------------------------- start-up
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("make", [bagel, images_api])
+def test_start_up_fails_with_one_sentence(omni, make, monkeypatch):
+    cases = [
+        make(f"http://127.0.0.1:{free_port()}/v1"),  # nothing listens there
+        make(f"{omni.url}/v1", model="someone/else"),  # the server serves another model
+        make(omni.url),  # not the API root: GET /models is a 404
+    ]
+    for backend in cases:
+        with pytest.raises(BackendUnavailable) as err:
+            backend.check()
+        assert "\n" not in str(err.value)
+    monkeypatch.delenv("OMNI_TEST_KEY", raising=False)
+    with pytest.raises(BackendUnavailable):
+        make(f"{omni.url}/v1", api_key_env="OMNI_TEST_KEY")  # the key's variable is not set
+
+
+def test_a_refused_key_fails_at_start_up():
+    fake = FakeOmni(api_key="secret")
+    with ServerThread(fake.app()) as server:
+        with pytest.raises(BackendUnavailable) as err:
+            bagel(f"{server.url}/v1").check()
+        assert "401" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- faults, through the proxy
+
+
+def through_proxy(omni, make, plan, **kw):
+    with FaultProxy(f"{omni.url}", plan) as proxy:
+        backend = make(f"{proxy.url}/v1", **kw)
+        result = generate(backend)
+        generations = [name for call, name in proxy.log if not call.path.endswith("/models")]
+    return result, generations
+
+
+@pytest.mark.parametrize("make, path", [(bagel, "/chat/completions"), (images_api, "/images/generations")])
+@pytest.mark.parametrize("faults", [
+    [Status(429, retry_after=0.05)],
+    [Status(503), Status(500)],
+    [Reset()],
+    [Hang(5.0)],  # longer than the 2 s time-out
+    [MalformedJSON()],
+], ids=["rate_limited", "server_errors", "dropped_connection", "timeout", "malformed_json"])
+def test_transient_faults_are_retried_until_the_image_comes(omni, make, path, faults):
+    result, log = through_proxy(omni, make, per_body(faults, path=path))
+    assert isinstance(result, GeneratedImage), result
+    assert log == [f.name for f in faults] + ["pass"]
+    assert result.lineage["attempts"] == len(faults) + 1
+
+
+@pytest.mark.parametrize("make, path", [(bagel, "/chat/completions"), (images_api, "/images/generations")])
+def test_a_server_that_keeps_failing_gives_a_transient_reject(omni, make, path):
+    result, log = through_proxy(omni, make, per_body([Status(500)] * 10, path=path))
+    assert isinstance(result, Reject)
+    assert (result.reason, result.transient) == ("server_error", True)
+    assert len(log) == FAST_HTTP["max_attempts"]
+
+
+@pytest.mark.parametrize("make, path", [(bagel, "/chat/completions"), (images_api, "/images/generations")])
+def test_a_bad_request_is_not_retried(omni, make, path):
+    result, log = through_proxy(omni, make, per_body([Status(400)] * 10, path=path))
+    assert isinstance(result, Reject)
+    assert (result.reason, result.transient) == ("http_error", False)
+    assert log == ["status_400"]
+
+
+def _bad_png() -> str:
+    return base64.b64encode(b"\x89PNG\r\n\x1a\n not really").decode()
+
+
+CHAT_REWRITES = {
+    "no_image": lambda d: {**d, "choices": [{"index": 0, "message": {"role": "assistant", "content": "no picture"}}]},
+    "bad_image_data": lambda d: _set_url(d, "data:image/png;base64,@@@not base64@@@"),
+    "undecodable_image": lambda d: _set_url(d, "data:image/png;base64," + _bad_png()),
+}
+IMAGES_REWRITES = {
+    "no_image": lambda d: {**d, "data": []},
+    "bad_image_data": lambda d: {**d, "data": [{"b64_json": "@@@"}]},
+    "undecodable_image": lambda d: {**d, "data": [{"b64_json": _bad_png()}]},
+}
+
+
+def _set_url(data: dict, url: str) -> dict:
+    data["choices"][0]["message"]["content"][0]["image_url"]["url"] = url
+    return data
+
+
+@pytest.mark.parametrize("make, path, rewrites", [(bagel, "/chat/completions", CHAT_REWRITES),
+                                                  (images_api, "/images/generations", IMAGES_REWRITES)])
+@pytest.mark.parametrize("reason", ["no_image", "bad_image_data", "undecodable_image"])
+def test_answers_without_a_usable_image_are_rejected_with_their_reason(omni, make, path, rewrites, reason):
+    result, log = through_proxy(omni, make, per_body([Rewrite(reason, rewrites[reason])], path=path))
+    assert isinstance(result, Reject)
+    assert (result.stage, result.reason, result.transient) == (
+        "reference_image" if make is images_api else "initial_image", reason, False)
+    assert log == [reason]
+
+
+# ----------------------------------------------------------------------------- from the command line
+
+
+def test_bagel_omni_and_images_api_run_a_recipe_from_the_command_line(omni, tmp_path):
+    """Offline prompts; reference images from `reference=images_api`; initial images from BAGEL on vLLM-Omni."""
+    before = len(omni.requests)
+    out = main(["recipe=improving_full", "n=3", "image_size=96", "generator=bagel_omni",
+                f"generator.base_url={omni.url}/v1", "generator.width=96", "generator.height=96",
+                "generator.num_inference_steps=4", "reference=images_api", f"reference.base_url={omni.url}/v1",
+                "reference.width=96", "reference.height=96", "checker=none",
+                f"out={tmp_path / 'ds'}", f"cache={tmp_path / 'cache'}", "run.progress_interval_s=600"])
+    sent = omni.requests[before:]
+    assert sorted(p for p, _ in sent) == ["/v1/chat/completions"] * 3 + ["/v1/images/generations"] * 3
+    table = pq.read_table(next((out / "data" / "improving_full_learning").glob("*.parquet")), columns=["lineage"])
+    assert table.num_rows == 3
+    seeds_sent = {body["seed"] for p, body in sent if p == "/v1/chat/completions"}
+    for lineage in map(json.loads, table.column("lineage").to_pylist()):
+        initial = lineage["stages"]["initial_image"]
+        assert initial["backend"]["id"] == BAGEL
+        assert initial["seed"] in seeds_sent  # recorded, so the image can be regenerated
