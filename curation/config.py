@@ -18,8 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from curation.paths import recipes_dir
 
-SECRET_KEY = re.compile(r"(api_?key|token|secret|password|authorization)", re.IGNORECASE)
+# A key *is* a secret when its last word names one: `api_key`, `hf_token`, `Authorization` — but
+# not `max_tokens` or `api_key_env` (the name of the variable that holds the key).
+SECRET_KEY = re.compile(r"(?:^|[_-])(api_?key|token|secret|password|authorization|auth)$", re.IGNORECASE)
 REDACTED = "***redacted***"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message says which knob and why."""
 
 
 def load_config(config_name: str, overrides: Sequence[str] | None = None) -> DictConfig:
@@ -47,7 +53,7 @@ def redact(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if SECRET_KEY.search(str(key)) and not str(key).endswith("_env") and item not in (None, ""):
+            if SECRET_KEY.search(str(key)) and item not in (None, ""):
                 out[key] = REDACTED
             else:
                 out[key] = redact(item)

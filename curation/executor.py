@@ -62,10 +62,15 @@ class Executor:
             finally:
                 window.release()
 
-        async with asyncio.TaskGroup() as group:
-            for item in samples:
-                await window.acquire()
-                group.create_task(one(item))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for item in samples:
+                    await window.acquire()
+                    group.create_task(one(item))
+        except BaseExceptionGroup as failure:
+            # A broken run (server gone, disk full): report its cause itself, not a group of
+            # cancelled sample tasks. Finished results are already in the store.
+            raise failure.exceptions[0] from None
         self.progress.maybe_print(force=True)
         return self.stats
 

@@ -34,6 +34,7 @@ from PIL import Image, ImageOps
 
 from curation import images
 from curation.backends.base import SourceItem
+from curation.config import ConfigError
 from curation.images import ImageRef
 from curation.records import Reject, Sample
 from curation.store import Store
@@ -78,13 +79,13 @@ class GateSettings:
 
     def __post_init__(self):
         if self.min_side > self.max_side:
-            raise ValueError(f"gates.min_side={self.min_side} is above gates.max_side={self.max_side}")
+            raise ConfigError(f"gates.min_side={self.min_side} is above gates.max_side={self.max_side}")
         if self.max_aspect_ratio < 1:
-            raise ValueError(f"gates.max_aspect_ratio={self.max_aspect_ratio} must be at least 1")
+            raise ConfigError(f"gates.max_aspect_ratio={self.max_aspect_ratio} must be at least 1")
         if self.store_format not in ("png", "webp", "jpeg"):
-            raise ValueError(f"gates.store_format={self.store_format!r}: use png, webp or jpeg")
+            raise ConfigError(f"gates.store_format={self.store_format!r}: use png, webp or jpeg")
         if self.near_duplicate_distance is not None and not 0 <= self.near_duplicate_distance < self.hash_size ** 2:
-            raise ValueError(f"gates.near_duplicate_distance={self.near_duplicate_distance} must be within "
+            raise ConfigError(f"gates.near_duplicate_distance={self.near_duplicate_distance} must be within "
                              f"[0, {self.hash_size ** 2}) or null")
 
     @classmethod

@@ -49,7 +49,15 @@ def score_summary(outcomes: Iterable[dict]) -> dict[str, Any] | None:
             "initial_score": initial_score / n, "improved_score": improved_score / n}
 
 
-def build(cfg: DictConfig, plan, summaries: list[ModeSummary], identities: dict, stats, scores, elapsed: float) -> dict:
+def build(cfg: DictConfig, plan, summaries: list[ModeSummary], identities: dict, stats, scores,
+          accounting: dict, elapsed: float) -> dict:
+    run = {"backend_calls": dict(sorted(stats.computed.items())), "cached": dict(sorted(stats.cached.items())),
+           "rejected": dict(sorted(stats.rejected.items())), "elapsed_s": round(elapsed, 3)}
+    if accounting:
+        run["backends"] = accounting  # per-run accounting the backends keep (teachers: calls, tokens, wall)
+    teacher_s = (accounting.get("teacher") or {}).get("wall_s")
+    if teacher_s:
+        run["accepted_per_teacher_hour"] = {s.mode: round(s.accepted * 3600 / teacher_s, 1) for s in summaries}
     return {
         "recipe": cfg.recipe.name,
         "pipeline_version": __version__,
@@ -61,8 +69,7 @@ def build(cfg: DictConfig, plan, summaries: list[ModeSummary], identities: dict,
                   for s in summaries},
         "backends": identities,
         "checker": scores,
-        "run": {"backend_calls": dict(sorted(stats.computed.items())), "cached": dict(sorted(stats.cached.items())),
-                "rejected": dict(sorted(stats.rejected.items())), "elapsed_s": round(elapsed, 3)},
+        "run": run,
         "versions": {"python": platform.python_version(), **package_versions()},
         "config": redact(cfg),
     }

@@ -16,16 +16,18 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from curation import card, emit, manifest
 from curation.backends.base import Backend, BackendUnavailable, Source
-from curation.config import load_config, wants_help
+from curation.config import ConfigError, load_config, wants_help
 from curation.executor import Executor, RunStats
 from curation.gates import Gates, GateSettings
-from curation.plan import Plan, build_plan, plan_key
+from curation.plan import Plan, PlanError, build_plan, plan_key
+from curation.schema import SchemaError
 from curation.progress import Progress
 from curation.records import Reject, Sample
 from curation.store import Store
@@ -98,8 +100,9 @@ def read_source(source: Source, gates: Gates, plan: Plan, cfg: DictConfig) -> It
 def run(cfg: DictConfig) -> Path:
     started = time.time()
     if not 0 <= cfg.shard < cfg.num_shards:
-        raise SystemExit(f"shard={cfg.shard} must be in [0, num_shards={cfg.num_shards})")
+        raise ConfigError(f"shard={cfg.shard} must be in [0, num_shards={cfg.num_shards})")
     out = output_dir(cfg)
+    gate_settings = GateSettings.from_config(cfg.gates)
     source: Source = build_backend("source", cfg.source)
     with_checker = cfg.get("checker") is not None and "_target_" in cfg.checker
     plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images, with_checker=with_checker)
@@ -115,7 +118,7 @@ def run(cfg: DictConfig) -> Path:
 
     store = Store(cfg.cache)
     try:
-        gates = Gates(GateSettings.from_config(cfg.gates), store)
+        gates = Gates(gate_settings, store)
         samples = list(read_source(source, gates, plan, cfg))
         progress = Progress([s.name for s in plan.stages], interval=cfg.run.progress_interval_s)
         for stage in plan.stages:
@@ -123,11 +126,13 @@ def run(cfg: DictConfig) -> Path:
         executor = Executor(plan, backends, store, run_seed=cfg.seed, plan_key=key,
                             stage_settings=stage_settings, progress=progress, max_in_flight=cfg.run.max_in_flight)
         stats = asyncio.run(_run_and_close(executor, samples, backends))
+        accounting = {role: b.summary() for role, b in backends.items() if b.summary()}
         sample_ids = [(_sample(s).sample_id) for s in samples]
-        summaries = write_dataset(out, plan, store, key, sample_ids, identities, cfg, stats, time.time() - started)
+        summaries, doc = write_dataset(out, plan, store, key, sample_ids, identities, cfg, stats, accounting,
+                                       time.time() - started)
     finally:
         store.close()
-    print_summary(out, summaries, stats)
+    print_summary(out, summaries, stats, doc)
     return out
 
 
@@ -148,7 +153,8 @@ async def _run_and_close(executor: Executor, samples: list, backends: dict[str, 
 
 
 def write_dataset(out: Path, plan: Plan, store: Store, key: str, sample_ids: list[str], identities: dict,
-                  cfg: DictConfig, stats: RunStats, elapsed: float) -> list[emit.ModeSummary]:
+                  cfg: DictConfig, stats: RunStats, accounting: dict, elapsed: float
+                  ) -> tuple[list[emit.ModeSummary], dict]:
     staging = out / f".staging-{key[:8]}"
     shutil.rmtree(staging, ignore_errors=True)  # leftovers of an emit that was killed
     settings = emit.EmitSettings(**OmegaConf.to_container(cfg.emit))
@@ -164,14 +170,14 @@ def write_dataset(out: Path, plan: Plan, store: Store, key: str, sample_ids: lis
         emit.replace_dir(staging / "data" / summary.mode, out / "data" / summary.mode)
     emit.write_rejects(out / "rejects" / "rejects.parquet", rejects)
     scores = manifest.score_summary(store.iter_outcomes(key, sample_ids))
-    doc = manifest.build(cfg, plan, summaries, identities, stats, scores, elapsed)
+    doc = manifest.build(cfg, plan, summaries, identities, stats, scores, accounting, elapsed)
     manifest.write(out, doc)
     card.write(out, doc)
     shutil.rmtree(staging, ignore_errors=True)
-    return summaries
+    return summaries, doc
 
 
-def print_summary(out: Path, summaries: list[emit.ModeSummary], stats: RunStats) -> None:
+def print_summary(out: Path, summaries: list[emit.ModeSummary], stats: RunStats, doc: dict) -> None:
     print(f"\ndataset written to {out.resolve()}", file=sys.stderr)
     for s in summaries:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s.rejects_by_reason.items())) or "none"
@@ -180,18 +186,23 @@ def print_summary(out: Path, summaries: list[emit.ModeSummary], stats: RunStats)
     print(f"  backend calls this run: {stats.backend_calls} "
           f"({', '.join(f'{k} {v}' for k, v in sorted(stats.computed.items())) or 'all results were in the store'})",
           file=sys.stderr)
+    for role, acc in doc["run"].get("backends", {}).items():
+        print(f"  {role}: " + ", ".join(f"{k} {v}" for k, v in acc.items() if v is not None), file=sys.stderr)
+    for mode, rate in doc["run"].get("accepted_per_teacher_hour", {}).items():
+        print(f"  {mode}: {rate:.0f} accepted samples per teacher-hour", file=sys.stderr)
     print(f"  load with: datasets.load_dataset({str(out)!r}, {summaries[0].mode!r})", file=sys.stderr)
 
 
 def main(overrides: Sequence[str] | None = None) -> Path:
+    """Entry point. Called with `overrides` (from Python, tests) errors propagate as exceptions;
+    from the command line a misconfiguration is one sentence and exit status 2, no traceback."""
     argv = list(sys.argv[1:] if overrides is None else overrides)
     if wants_help(argv):
         print(USAGE)
         raise SystemExit(0)
-    cfg = load_config("config", argv)
     try:
-        return run(cfg)
-    except BackendUnavailable as exc:
+        return run(load_config("config", argv))
+    except (BackendUnavailable, ConfigError, PlanError, SchemaError, HydraException, OmegaConfBaseException) as exc:
         if overrides is not None:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -3,7 +3,7 @@
 A backend knows which model (id, revision) and which settings it runs, for lineage; checks at
 start-up that it can work (`check()` raises `BackendUnavailable` with one sentence a user can
 act on); and does I/O. It does not cache, does not decide what to compute, and knows nothing
-about modes or schemas. Retries and timeouts for HTTP backends live in `curation/retry.py`.
+about modes or schemas. Retries and timeouts for HTTP backends live in `curation/http.py`.
 
 Sample-level failures come back as `Reject` values. Exceptions are for a broken run only.
 """
@@ -37,6 +37,10 @@ class Backend(ABC):
 
     async def aclose(self) -> None:
         """Release connections, engines, pools."""
+
+    def summary(self) -> dict[str, Any] | None:
+        """Per-run accounting for the manifest (calls, tokens, wall time), if the backend keeps any."""
+        return None
 
 
 # ----------------------------------------------------------------------------- sources

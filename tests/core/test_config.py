@@ -34,6 +34,25 @@ def test_redact_hides_secret_values_but_keeps_env_var_names():
     assert out["hf_token"] == REDACTED
 
 
+def test_redact_keeps_knobs_that_only_mention_tokens():
+    cfg = {"teacher": {"sampling": {"max_tokens": 2048}, "api_key_env": "X", "tokenizer": "bpe"}}
+    assert redact(cfg) == cfg
+
+
+def test_command_line_misconfiguration_is_one_sentence(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from curation import run as run_module
+
+    monkeypatch.setattr(sys, "argv", ["curation.run", "recipe=improving_full", "image_size=32",
+                                      f"out={tmp_path / 'ds'}", f"cache={tmp_path / 'cache'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        run_module.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "64..1024" in err[0]
+
+
 def test_secret_in_config_never_reaches_manifest_card_or_shards(tmp_path):
     secret = "sk-THISISNOTAREALKEY0123456789"
     out = main(["recipe=initial_thinking", "n=2", "image_size=64", f"out={tmp_path / 'ds'}",

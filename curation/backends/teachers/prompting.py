@@ -16,7 +16,6 @@ import asyncio
 import io
 import math
 import re
-import sys
 import time
 from abc import abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -262,11 +261,3 @@ class ChatTeacher(Teacher):
                 "wall_s": round(wall, 3),
                 "completion_tokens_per_s": round(self.completion_tokens / wall, 2) if wall > 0 else None,
                 "calls_per_teacher_hour": round(self.calls * 3600 / wall, 1) if wall > 0 else None}
-
-    def print_summary(self) -> None:
-        s = self.summary()
-        if s["calls"]:
-            print(f"  teacher {self.model_identity()[0]}: {s['calls']} calls, {s['prompt_tokens']} prompt + "
-                  f"{s['completion_tokens']} completion tokens in {s['wall_s']} s "
-                  f"({s['completion_tokens_per_s']} completion tokens/s, {s['calls_per_teacher_hour']} calls "
-                  "per teacher-hour)", file=sys.stderr)

@@ -133,7 +133,6 @@ class TransformersTeacher(ChatTeacher):
                           completion_tokens=len(new), notes=notes)
 
     async def aclose(self) -> None:
-        self.print_summary()
         self._pool.shutdown(wait=True)
         self._model = self._processor = None
 

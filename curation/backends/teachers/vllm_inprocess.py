@@ -161,7 +161,6 @@ class VllmTeacher(ChatTeacher):
         return self._llm.chat([p.conversation for p in batch], [p.params for p in batch], use_tqdm=False)
 
     async def aclose(self) -> None:
-        self.print_summary()
         if self._runner is not None:
             self._runner.cancel()
             self._runner = None

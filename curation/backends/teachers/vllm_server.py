@@ -137,7 +137,6 @@ class VllmServerTeacher(ChatTeacher):
         return completion
 
     async def aclose(self) -> None:
-        self.print_summary()
         await self.client.aclose()
 
 
