@@ -1,17 +1,22 @@
 """Teacher client throughput: is the server the bottleneck, or the client?
 
     python benchmarks/teacher_throughput.py [--requests 4096] [--latency 0.2] [--in-flight 64 256 1024]
+                                            [--image-size 112] [--stored-format png]
     python benchmarks/teacher_throughput.py --compare-clients [--in-flight 256]
 
 A fake OpenAI-compatible endpoint (`tests/support/fake_openai.py`, its own process) answers every
 chat request after a fixed latency, with no concurrency limit of its own. For each in-flight
-count, the `teacher=vllm_server` backend answers `--requests` initial-thinking requests — each
-with its own prompt, seed and one image part (one of 64 distinct 112×112 images, JPEG-encoded per
-request as in a run; 112 is on the 28-pixel grid, so no resize) — through `initial_thinking()`, the
-call the stage makes; the answers are validated after the clock stops. It prints achieved
+count, the initial-thinking stage (`InitialThinking.run`, as the executor calls it, with the run's
+stage settings) answers `--requests` samples through the `teacher=vllm_server` backend: each
+sample has its own prompt, seed and stored image (a distinct image per request, in a real `Store`;
+PNG as a run keeps generated images, or `--stored-format jpeg` as sources often keep theirs),
+which the stage loads and the teacher sends as one image part; the stage validates each answer.
+The default 112×112 is on the 28-pixel grid, so the images go as stored; another size (say 128)
+is resized and JPEG-encoded, once per image. It prints achieved
 requests/s, the ideal (in flight / latency), their ratio, and the client's CPU per request (user +
 system time of this process, all threads, divided by requests), and how much of that went into
-encoding the image. Connections are opened by a warm-up round that is not timed.
+preparing images (`prepare_image`; 112² and 128² are prepared on the event loop, so the thread's
+CPU time is exact). Connections are opened by a warm-up round (its own images) that is not timed.
 
 `--compare-clients` sends one fixed request body (with one image part) through other HTTP clients
 too — `curation.http`, bare aiohttp, httpx2 and the `openai` SDK (its default and its aiohttp
@@ -32,6 +37,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -43,9 +49,13 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curation.backends.base import InitialThinkingRequest  # noqa: E402
+from curation import images  # noqa: E402
 from curation.backends.teachers.vllm_server import VllmServerTeacher  # noqa: E402
-from curation.thinking_checks import TeacherText, check_initial_thinking  # noqa: E402
+from curation.images import ImageRef  # noqa: E402
+from curation.records import StageOutput  # noqa: E402
+from curation.stages.base import StageContext  # noqa: E402
+from curation.stages.initial_thinking import InitialThinking  # noqa: E402
+from curation.store import Store  # noqa: E402
 from tests.support.fake_openai import MODEL  # noqa: E402
 
 
@@ -54,8 +64,8 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def make_images(count: int, size: int = 112) -> list[Image.Image]:
-    rng = np.random.default_rng(0)
+def make_images(count: int, size: int = 112, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
     out = []
     for _ in range(count):
@@ -92,12 +102,21 @@ def teacher(base_url: str, in_flight: int) -> VllmServerTeacher:
     return VllmServerTeacher(**cfg)
 
 
-async def measure_teacher(base_url: str, in_flight: int, n: int, pictures: list[Image.Image]) -> dict:
+def store_images(store: Store, count: int, size: int, fmt: str = "png") -> list[ImageRef]:
+    """`count` distinct images, encoded as a run stores them, in `store`."""
+    refs = []
+    for start in range(0, count, 64):
+        for picture in make_images(min(64, count - start), size, seed=start):
+            refs.append(store.put_image_bytes(images.encode(picture, fmt)))
+    return refs
+
+
+async def measure_teacher(base_url: str, in_flight: int, n: int, store: Store, refs: list[ImageRef]) -> dict:
     t = teacher(base_url, in_flight)
     image_cpu = 0.0
     prepare = t.prepare_image
 
-    async def timed_prepare(image):  # a 112² image is encoded inline, on this thread: thread_time is exact
+    async def timed_prepare(image):  # a 112² or 128² image is prepared inline, on this thread: thread_time is exact
         nonlocal image_cpu
         start = time.thread_time()
         prepared = await prepare(image)
@@ -105,20 +124,22 @@ async def measure_teacher(base_url: str, in_flight: int, n: int, pictures: list[
         return prepared
 
     t.prepare_image = timed_prepare
+    stage = InitialThinking()
+    settings = yaml.safe_load((REPO / "recipes/config.yaml").read_text())["stages"]["initial_thinking"]
 
     async def call(i: int):
-        output = await t.initial_thinking(InitialThinkingRequest(
-            f"prompt number {i}: a red ball left of a blue cube", pictures[i % len(pictures)], i))
-        # Keep only the text, as a run does (it stores each result and lets it go): thousands of
-        # retained lineage dicts would make the garbage collector, not the client, the cost.
-        return (str(output.text), output.lineage["finish_reason"]) if hasattr(output, "text") else None
+        ctx = StageContext(backend=t, store=store, seed=i, settings=settings)
+        result = await stage.run({"prompt": f"prompt number {i}: a red ball left of a blue cube",
+                                  "hq_image": refs[i]}, ctx)
+        # Keep only whether it was accepted, as a run keeps nothing once a result is stored:
+        # thousands of retained lineage dicts would make the garbage collector, not the client, the cost.
+        return isinstance(result, StageOutput)
 
     wall, cpu, outputs = await drive(call, in_flight, n)
     await t.client.aclose()
-    # Validated after the clock stops: validation is the stage's work, not the client's.
-    valid = sum(o is not None and check_initial_thinking(TeacherText(*o)) is None for o in outputs)
     # Image CPU is the same for warm-up and timed requests: averaged over all of them.
-    return {"wall": wall, "cpu_ms": cpu / n * 1000, "image_ms": image_cpu / (n + in_flight) * 1000, "valid": valid}
+    return {"wall": wall, "cpu_ms": cpu / n * 1000, "image_ms": image_cpu / (n + in_flight) * 1000,
+            "valid": sum(outputs)}
 
 
 # ----------------------------------------------------------------------------- other clients, one fixed body
@@ -189,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=4096)
     parser.add_argument("--latency", type=float, default=0.2, help="the fake server's seconds per answer")
     parser.add_argument("--in-flight", type=int, nargs="+", default=None, help="default: 64 256 1024 (256 to compare)")
+    parser.add_argument("--image-size", type=int, default=112, help="side of the stored images (112: on the grid)")
+    parser.add_argument("--stored-format", choices=("png", "jpeg"), default="png")
     parser.add_argument("--compare-clients", action="store_true")
     args = parser.parse_args(argv)
     in_flights = args.in_flight or ([256] if args.compare_clients else [64, 256, 1024])
@@ -197,11 +220,10 @@ def main(argv: list[str] | None = None) -> None:
                                "--no-inspect"], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         base_url = f"http://127.0.0.1:{int(server.stdout.readline().split()[1])}/v1"
-        pictures = make_images(64)
         print(f"fake endpoint: {args.latency:g} s per answer; {args.requests} requests per row, one image part each; "
               f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         if args.compare_clients:
-            body = fixed_body(pictures[0])
+            body = fixed_body(make_images(1)[0])
             print(f"{'client':>18} {'in flight':>9} {'req/s':>8} {'ideal':>8} {'ratio':>6} {'client CPU/req':>15}")
             for kind in ("curation.http", "aiohttp (bare)", "httpx2", "openai (default)", "openai (aiohttp)"):
                 for in_flight in in_flights:
@@ -210,13 +232,18 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"{kind:>18} {in_flight:>9} {rate:>8.1f} {ideal:>8.1f} {rate / ideal:>6.2f} "
                           f"{r['cpu_ms']:>12.3f} ms", flush=True)
         else:
-            print(f"{'in flight':>9} {'requests':>8} {'req/s':>8} {'ideal':>8} {'ratio':>6} {'client CPU/req':>15} "
-                  f"{'of it: image':>13} {'valid':>6}")
-            for in_flight in in_flights:
-                r = asyncio.run(measure_teacher(base_url, in_flight, args.requests, pictures))
-                rate, ideal = args.requests / r["wall"], in_flight / args.latency
-                print(f"{in_flight:>9} {args.requests:>8} {rate:>8.1f} {ideal:>8.1f} {rate / ideal:>6.2f} "
-                      f"{r['cpu_ms']:>12.3f} ms {r['image_ms']:>10.3f} ms {r['valid']:>6}", flush=True)
+            with tempfile.TemporaryDirectory(prefix="teacher-bench-") as tmp:
+                store = Store(tmp)
+                refs = store_images(store, args.requests + max(in_flights), args.image_size, args.stored_format)
+                print(f"{len(refs)} distinct stored images of {args.image_size}x{args.image_size} "
+                      f"({args.stored_format}, {sum(r.nbytes for r in refs) / len(refs) / 1024:.1f} KB on average)")
+                print(f"{'in flight':>9} {'requests':>8} {'req/s':>8} {'ideal':>8} {'ratio':>6} "
+                      f"{'client CPU/req':>15} {'of it: image':>13} {'valid':>6}")
+                for in_flight in in_flights:
+                    r = asyncio.run(measure_teacher(base_url, in_flight, args.requests, store, refs))
+                    rate, ideal = args.requests / r["wall"], in_flight / args.latency
+                    print(f"{in_flight:>9} {args.requests:>8} {rate:>8.1f} {ideal:>8.1f} {rate / ideal:>6.2f} "
+                          f"{r['cpu_ms']:>12.3f} ms {r['image_ms']:>10.3f} ms {r['valid']:>6}", flush=True)
         print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     finally:
         server.terminate()

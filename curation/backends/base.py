@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Iterator
 
 from PIL import Image
 
+from curation import images
+from curation.images import ImageRef
 from curation.records import Reject
 
 
@@ -71,10 +73,43 @@ class Source(Backend):
 # ----------------------------------------------------------------------------- teachers
 
 
+@dataclass(frozen=True, eq=False)
+class ImageInput:
+    """A stored image as a teacher receives it: its encoded bytes, exactly as stored, and their ref.
+
+    A server teacher can send the bytes on without decoding them (they are often already what the
+    model should see); a teacher that needs pixels calls `pil()`. Not compared by value (that would
+    compare the bytes): two inputs hold the same image when their `ref.sha256`s agree.
+    """
+
+    data: bytes = field(repr=False)
+    ref: ImageRef
+
+    def __post_init__(self):
+        if len(self.data) != self.ref.nbytes:  # a ref paired with another image's bytes
+            raise ValueError(f"the image bytes ({len(self.data)}) do not match their ref ({self.ref.nbytes} bytes)")
+
+    def pil(self) -> Image.Image:
+        """The pixels as RGB, decoded on first use and kept: shared by every caller, so read-only."""
+        pixels = self.__dict__.get("_pixels")
+        if pixels is None:
+            pixels = images.decode(self.data)
+            object.__setattr__(self, "_pixels", pixels)  # a cache, not state: frozen stays frozen
+        return pixels
+
+    @classmethod
+    def from_pil(cls, image: Image.Image, fmt: str = "png") -> "ImageInput":
+        """Encode a PIL image once (tests, callers that hold pixels rather than a stored image)."""
+        data = images.encode(image, fmt)
+        fmt = "jpeg" if fmt.lower() == "jpg" else fmt.lower()
+        return cls(data, ImageRef(sha256=images.sha256(data), format=fmt, width=image.width, height=image.height,
+                                  nbytes=len(data)))
+
+
 @dataclass(frozen=True)
 class InitialThinkingRequest:
     prompt: str
-    image: Image.Image  # the high-quality image the plan must agree with
+    image: ImageInput  # the high-quality image the plan must agree with
     seed: int
 
 
@@ -82,8 +117,8 @@ class InitialThinkingRequest:
 class ImprovingThinkingRequest:
     prompt: str
     initial_thinking: str
-    initial_image: Image.Image
-    target_image: Image.Image  # seen by the teacher, never to be mentioned in its text
+    initial_image: ImageInput
+    target_image: ImageInput  # seen by the teacher, never to be mentioned in its text
     seed: int
 
 

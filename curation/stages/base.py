@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from curation import images
-from curation.backends.base import Backend
+from curation.backends.base import Backend, ImageInput
 from curation.images import ImageRef
 from curation.records import Reject, StageOutput
 from curation.store import Store
@@ -51,6 +51,10 @@ class StageContext:
     async def load_image(self, ref: ImageRef) -> Image.Image:
         data = self.store.image_bytes(ref)
         return await asyncio.to_thread(images.decode, data)
+
+    async def load_image_input(self, ref: ImageRef) -> ImageInput:
+        """The stored bytes and their ref, not decoded: a teacher decodes only if it needs pixels."""
+        return ImageInput(self.store.image_bytes(ref), ref)
 
     async def save_image(self, image: bytes | Image.Image, fmt: str = "png", png_compress_level: int = 6) -> ImageRef:
         """Store an image: server bytes are kept as they are; PIL images are encoded once here."""

@@ -16,8 +16,8 @@ class ImprovingThinking(Stage):
     role = "teacher"
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
-        initial = await ctx.load_image(inputs["initial_image"])
-        target = await ctx.load_image(inputs["hq_image"])
+        initial = await ctx.load_image_input(inputs["initial_image"])
+        target = await ctx.load_image_input(inputs["hq_image"])
 
         def ask(seed: int):
             request = ImprovingThinkingRequest(inputs["prompt"], inputs["initial_thinking"], initial, target, seed)

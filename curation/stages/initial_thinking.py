@@ -16,7 +16,7 @@ class InitialThinking(Stage):
     role = "teacher"
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
-        image = await ctx.load_image(inputs["hq_image"])
+        image = await ctx.load_image_input(inputs["hq_image"])
 
         def ask(seed: int):
             return ctx.backend.initial_thinking(InitialThinkingRequest(inputs["prompt"], image, seed))

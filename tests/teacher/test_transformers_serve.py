@@ -8,10 +8,10 @@ import asyncio
 from hydra.utils import instantiate
 from PIL import Image
 
-from curation.backends.base import InitialThinkingRequest
+from curation.backends.base import ImageInput, InitialThinkingRequest
 from curation.config import load_config
 from tests.helpers import build
-from tests.support.fault_proxy import FaultProxy, Hang, MalformedJSON, Reset, Status, bucket
+from tests.support.fault_proxy import FaultProxy, Hang, MalformedJSON, Reset, Status
 from tests.teacher.helpers import assert_each_sample_once, rejects, server_teacher
 
 MODE = "initial_thinking_generation_learning"
@@ -27,7 +27,8 @@ def test_images_reach_the_served_model_at_the_budgeted_size(served_tiny_qwen, ti
         backend.check()  # GET /v1/models lists the served folder under its path
 
         async def go():
-            output = await backend.initial_thinking(InitialThinkingRequest("a ball", Image.new("RGB", (448, 448)), 1))
+            picture = ImageInput.from_pil(Image.new("RGB", (448, 448)))
+            output = await backend.initial_thinking(InitialThinkingRequest("a ball", picture, 1))
             await backend.aclose()
             return output
 
@@ -48,21 +49,31 @@ def test_a_run_against_the_server_rejects_gibberish_as_truncated(served_tiny_qwe
     assert {(r["stage"], r["reason"]) for r in found} == {("initial_thinking", "truncated")} and len(found) == 3
 
 
-def _faults(call):
+def _fault_plan():
+    """Each new chat request gets the next of four fault sequences, in turn, so every kind occurs.
+
+    (Bucketing by the request's hash left it to chance: the body names the model by its temp folder,
+    new every session, and some sessions had no request in a bucket.)"""
     sequences = [[Status(429, retry_after=0.05), Reset()], [Status(503), MalformedJSON()], [Hang(3.0)], []]
-    faults = sequences[bucket(call, 4)] if call.path.endswith("/chat/completions") else []
-    return faults[call.attempt] if call.attempt < len(faults) else None
+    turns: dict[str, int] = {}
+
+    def plan(call):
+        if not call.path.endswith("/chat/completions"):
+            return None
+        faults = sequences[turns.setdefault(call.key, len(turns)) % len(sequences)]
+        return faults[call.attempt] if call.attempt < len(faults) else None
+
+    return plan
 
 
 def test_faults_in_front_of_the_server_change_nothing_in_the_outcome(served_tiny_qwen, tiny_qwen, tmp_path):
     teacher = [*GREEDY, "teacher.concurrency=2"]
     clean = build(tmp_path, "recipe=initial_thinking", "n=4", *server_teacher(served_tiny_qwen, str(tiny_qwen)),
                   *teacher, out="clean", cache="clean-cache")
-    with FaultProxy(served_tiny_qwen, _faults) as proxy:
+    with FaultProxy(served_tiny_qwen, _fault_plan()) as proxy:
         faulted = build(tmp_path, "recipe=initial_thinking", "n=4",
                         *server_teacher(proxy.url, str(tiny_qwen), timeout_s=2.0), *teacher,
                         out="faulted", cache="faulted-cache")
-    # Which request gets which fault follows from the requests' hashes: fixed, and all kinds occur.
     assert {"status_429", "reset", "status_503", "malformed_json", "hang"} <= set(proxy.faults())
     assert_each_sample_once(faulted, MODE, 4)
     # Each reject quotes the start of what the model wrote: the same text reached the pipeline.

@@ -13,7 +13,7 @@ import pytest
 from hydra.utils import instantiate
 from PIL import Image
 
-from curation.backends.base import BackendUnavailable, ImprovingThinkingRequest, InitialThinkingRequest
+from curation.backends.base import BackendUnavailable, ImageInput, ImprovingThinkingRequest, InitialThinkingRequest
 from curation.config import load_config
 from tests.helpers import build
 from tests.teacher.helpers import assert_each_sample_once, rejects
@@ -40,7 +40,7 @@ def ask(backend, *requests):
 
 
 def test_images_reach_the_model_at_the_budgeted_size_and_lineage_is_filled(tiny_qwen):
-    picture = Image.new("RGB", (448, 448), "orange")
+    picture = ImageInput.from_pil(Image.new("RGB", (448, 448), "orange"))
     small, = ask(teacher(tiny_qwen, "teacher.max_pixels=50176"), InitialThinkingRequest("a ball", picture, 3))
     large, = ask(teacher(tiny_qwen, "teacher.max_pixels=200704"), InitialThinkingRequest("a ball", picture, 3))
     # 448² → 224² (8×8 cells of 28 px) under 50176 pixels, kept at 448² (16×16) under 200704.
@@ -57,15 +57,16 @@ def test_images_reach_the_model_at_the_budgeted_size_and_lineage_is_filled(tiny_
 
 def test_both_images_of_an_improving_request_reach_the_model(tiny_qwen):
     backend = teacher(tiny_qwen, "teacher.max_pixels=50176")
-    request = ImprovingThinkingRequest("a ball", "<think>a plan</think>", Image.new("RGB", (448, 448)),
-                                       Image.new("RGB", (224, 112)), seed=5)
+    request = ImprovingThinkingRequest("a ball", "<think>a plan</think>",
+                                       ImageInput.from_pil(Image.new("RGB", (448, 448))),
+                                       ImageInput.from_pil(Image.new("RGB", (224, 112))), seed=5)
     output, = ask(backend, request)
     assert output.lineage["image_tokens"] == 64 + 32  # 8×8 cells and 8×4 cells
     assert output.lineage["template"] == "teacher_improving_thinking@1"
 
 
 def test_the_same_seed_gives_the_same_sampled_text(tiny_qwen):
-    picture = Image.new("RGB", (112, 112), "teal")
+    picture = ImageInput.from_pil(Image.new("RGB", (112, 112), "teal"))
     backend = teacher(tiny_qwen, "teacher.sampling.temperature=1.0")
     first, second = ask(backend, InitialThinkingRequest("a ball", picture, 11),
                         InitialThinkingRequest("a ball", picture, 11))

@@ -12,7 +12,7 @@ import pytest
 from hydra.utils import instantiate
 from PIL import Image
 
-from curation.backends.base import BackendUnavailable, ImprovingThinkingRequest, InitialThinkingRequest
+from curation.backends.base import BackendUnavailable, ImageInput, ImprovingThinkingRequest, InitialThinkingRequest
 from curation.backends.teachers.prompting import Sampling
 from curation.backends.teachers.vllm_inprocess import build_conversation, parse_output, sampling_kwargs
 from curation.config import load_config
@@ -109,7 +109,7 @@ def test_the_module_itself_does_not_import_vllm():
 
 
 def test_request_building_and_parsing():
-    image = Image.new("RGB", (56, 28))
+    image = Image.new("RGB", (56, 28))  # prepared: a PIL image within the budget
     conversation = build_conversation("be concrete", [("text", "Prompt: a ball"), ("image", image), ("text", "go")])
     assert conversation == [
         {"role": "system", "content": "be concrete"},
@@ -143,13 +143,14 @@ def test_concurrent_requests_are_batched_and_answers_go_back_to_their_callers(mo
     llm_class = fake_vllm(monkeypatch)
     teacher = vllm_teacher()
     teacher.check()
-    image = Image.new("RGB", (1024, 512))
+    image = ImageInput.from_pil(Image.new("RGB", (1024, 512)))
 
     async def go():
         results = await asyncio.gather(*(teacher.initial_thinking(InitialThinkingRequest(f"ball {i}", image, 100 + i))
                                          for i in range(40)))
         improved = await teacher.improving_thinking(
-            ImprovingThinkingRequest("ball", results[0].text, image, Image.new("RGB", (64, 64)), 7))
+            ImprovingThinkingRequest("ball", results[0].text, image, ImageInput.from_pil(Image.new("RGB", (64, 64))),
+                                     7))
         await teacher.aclose()
         return results, improved
 
@@ -167,7 +168,7 @@ def test_a_request_the_engine_refuses_rejects_only_its_own_sample(monkeypatch):
     fake_vllm(monkeypatch, poison="POISON")
     teacher = vllm_teacher()
     teacher.check()
-    image = Image.new("RGB", (64, 64))
+    image = ImageInput.from_pil(Image.new("RGB", (64, 64)))
 
     async def go():
         prompts = ["a ball", "a POISON ball", "a cube", "a cone"]

@@ -25,13 +25,13 @@ class OfflineTeacher(Teacher):
 
     async def initial_thinking(self, request: InitialThinkingRequest) -> TeacherOutput | Reject:
         def work():
-            return write_initial_thinking(request.prompt, analyse(request.image), request.seed)
+            return write_initial_thinking(request.prompt, analyse(request.image.pil()), request.seed)
 
         return TeacherOutput(text=await asyncio.to_thread(work))
 
     async def improving_thinking(self, request: ImprovingThinkingRequest) -> TeacherOutput | Reject:
         def work():
-            initial, target = analyse(request.initial_image), analyse(request.target_image)
+            initial, target = analyse(request.initial_image.pil()), analyse(request.target_image.pil())
             return write_improving_thinking(request.prompt, request.initial_thinking, initial, target, request.seed)
 
         text, found = await asyncio.to_thread(work)

@@ -24,8 +24,8 @@ from typing import Any, Mapping
 import yaml
 from PIL import Image
 
-from curation.backends.base import (BackendUnavailable, ImprovingThinkingRequest, InitialThinkingRequest, Teacher,
-                                    TeacherOutput)
+from curation.backends.base import (BackendUnavailable, ImageInput, ImprovingThinkingRequest,
+                                    InitialThinkingRequest, Teacher, TeacherOutput)
 from curation.paths import templates_dir
 from curation.records import Reject
 from curation.thinking_checks import TeacherText
@@ -102,10 +102,16 @@ class ImageBudget:
 
 @dataclass(frozen=True)
 class ImageEncoding:
-    """How images are encoded for a server (in-process teachers take PIL images as they are)."""
+    """How images go to a server (in-process teachers take PIL images as they are).
+
+    An image that is already what the model should see — within the budget, on the grid, plain
+    RGB, in a format servers decode — is sent as stored when `keep_stored` is on: no decode, no
+    lossy re-encode. Any other image is resized to the budget and encoded in `format`.
+    """
 
     format: str = "jpeg"  # JPEG encodes ~20× faster than PNG and is what photos are anyway
     jpeg_quality: int = 90
+    keep_stored: bool = True
 
     def __post_init__(self):
         if self.format not in ("jpeg", "png"):
@@ -205,11 +211,12 @@ class ChatTeacher(Teacher):
         """Backend-specific settings that change results (added to the identity)."""
         return {}
 
-    async def prepare_image(self, image: Image.Image) -> Any:
+    async def prepare_image(self, image: ImageInput) -> Any:
         """An image as `complete` wants it. Default: a PIL image within the budget."""
-        if image.width * image.height <= INLINE_MAX_PIXELS:
-            return fit_image(image, self.budget)
-        return await asyncio.to_thread(fit_image, image, self.budget)  # resizing a large image: off the loop
+        if image.ref.width * image.ref.height <= INLINE_MAX_PIXELS:
+            return fit_image(image.pil(), self.budget)
+        # Decoding and resizing a large image take milliseconds and release the GIL: off the loop.
+        return await asyncio.to_thread(lambda: fit_image(image.pil(), self.budget))
 
     @abstractmethod
     async def complete(self, system: str, parts: list[tuple[str, Any]], seed: int, stage: str) -> Completion | Reject:
@@ -235,7 +242,7 @@ class ChatTeacher(Teacher):
                                {"initial_image": request.initial_image, "target_image": request.target_image},
                                request.seed)
 
-    async def _ask(self, stage: str, template: Template, values: dict[str, str], images: dict[str, Image.Image],
+    async def _ask(self, stage: str, template: Template, values: dict[str, str], images: dict[str, ImageInput],
                    seed: int) -> TeacherOutput | Reject:
         started = time.perf_counter()
         self._first_call = self._first_call or started

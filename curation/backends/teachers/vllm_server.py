@@ -4,9 +4,12 @@
     python -m curation.run recipe=improving_full teacher=vllm_server \\
         teacher.base_url=http://host:8000/v1 teacher.model=Qwen/Qwen2.5-VL-7B-Instruct
 
-Each thinking is one `POST /chat/completions` with the images as JPEG data URIs (resized to the
-pixel budget first), the sampling knobs and the per-sample seed; `extra_body` adds server-specific
-fields (vLLM: `top_k`, `repetition_penalty`, `structured_outputs`, ...). All HTTP — pooling,
+Each thinking is one `POST /chat/completions` with the images as data URIs, the sampling knobs and
+the per-sample seed. An image already within the pixel budget (on the grid, plain RGB, PNG/JPEG/WebP)
+goes as stored, bytes unchanged; any other is resized to the budget and JPEG-encoded. Each image
+is prepared once per process, by content hash: the high-quality image goes to both teacher stages,
+and every resample sends its images again. `extra_body` adds server-specific fields (vLLM:
+`top_k`, `repetition_penalty`, `structured_outputs`, ...). All HTTP — pooling,
 time-outs, retries, the API key — goes through `curation.http`. A request that still fails after
 its last attempt becomes a `Reject` with the client's reason, marked transient so the next run
 tries it again. `check()` asks `GET /models` before any work and names what is wrong in one
@@ -17,13 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
+from collections import OrderedDict
 from typing import Any, Mapping
 
 from PIL import Image
 
-from curation.backends.base import BackendUnavailable
-from curation.backends.teachers.prompting import (INLINE_MAX_PIXELS, ChatTeacher, Completion, ImageEncoding,
-                                                  encode_image, fit_image)
+from curation.backends.base import BackendUnavailable, ImageInput
+from curation.backends.teachers.prompting import (INLINE_MAX_PIXELS, ChatTeacher, Completion, ImageBudget,
+                                                  ImageEncoding, encode_image, fit_image, fitted_size)
 from curation.http import ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats
 from curation.records import Reject
 
@@ -32,11 +37,14 @@ class VllmServerTeacher(ChatTeacher):
     def __init__(self, base_url: str, model: str, *, revision: str | None = None, api_key_env: str | None = None,
                  concurrency: int = 64, http: Mapping[str, Any], check_timeout_s: float = 15.0,
                  sampling: Mapping[str, Any], max_pixels: int, min_pixels: int, pixel_multiple: int,
-                 image_format: str = "jpeg", jpeg_quality: int = 90, templates: Mapping[str, str],
+                 image_format: str = "jpeg", jpeg_quality: int = 90, keep_stored_images: bool = True,
+                 image_cache_mb: float = 128, templates: Mapping[str, str],
                  extra_body: Mapping[str, Any] | None = None):
         super().__init__(templates=templates, sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
                          pixel_multiple=pixel_multiple)
-        self.encoding = ImageEncoding(format=image_format, jpeg_quality=int(jpeg_quality))
+        self.encoding = ImageEncoding(format=image_format, jpeg_quality=int(jpeg_quality),
+                                      keep_stored=bool(keep_stored_images))
+        self._prepared = PreparedImages(int(float(image_cache_mb) * 2 ** 20))
         if not base_url or not model:
             raise BackendUnavailable("teacher=vllm_server needs teacher.base_url (e.g. http://host:8000/v1) "
                                      "and teacher.model (the name the server serves)")
@@ -103,16 +111,26 @@ class VllmServerTeacher(ChatTeacher):
 
     # ------------------------------------------------------------------ one chat
 
-    async def prepare_image(self, image: Image.Image) -> tuple[DataURI, tuple[int, int]]:
-        def work():
-            fitted = fit_image(image, self.budget)
-            return DataURI(f"image/{self.encoding.format}", encode_image(fitted, self.encoding)), fitted.size
+    async def prepare_image(self, image: ImageInput) -> tuple[DataURI, tuple[int, int]]:
+        """The image's data URI and the size the model sees, made once per image (by content hash)."""
+        key = image.ref.sha256
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            ref = image.ref
+            if self.encoding.keep_stored and sendable_as_stored(image, self.budget):
+                prepared = DataURI(f"image/{ref.format}", image.data), (ref.width, ref.height)
+            elif ref.width * ref.height <= INLINE_MAX_PIXELS:
+                prepared = self._reencode(image)
+            else:
+                # Decoding, resizing and encoding a large image take milliseconds and release the
+                # GIL: a worker thread keeps the event loop free for the other requests in flight.
+                prepared = await asyncio.to_thread(self._reencode, image)
+            self._prepared.put(key, prepared, len(prepared[0].text))
+        return prepared
 
-        if image.width * image.height <= INLINE_MAX_PIXELS:
-            return work()
-        # Resizing and encoding a large image takes milliseconds and releases the GIL: a worker
-        # thread keeps the event loop free for the other requests in flight.
-        return await asyncio.to_thread(work)
+    def _reencode(self, image: ImageInput) -> tuple[DataURI, tuple[int, int]]:
+        fitted = fit_image(image.pil(), self.budget)
+        return DataURI(f"image/{self.encoding.format}", encode_image(fitted, self.encoding)), fitted.size
 
     def payload(self, system: str, parts: list[tuple[str, Any]], seed: int) -> dict[str, Any]:
         content = [{"type": "text", "text": value} if kind == "text" else
@@ -138,6 +156,82 @@ class VllmServerTeacher(ChatTeacher):
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+# What OpenAI-compatible vision servers decode (vLLM opens images with Pillow).
+SERVER_FORMATS = frozenset({"png", "jpeg", "webp"})
+
+
+def sendable_as_stored(image: ImageInput, budget: ImageBudget) -> bool:
+    """True when the stored bytes are already what the model should see, so resizing would change nothing."""
+    ref = image.ref
+    if ref.format not in SERVER_FORMATS or fitted_size(ref.width, ref.height, budget) != (ref.width, ref.height):
+        return False
+    # Plain 8-bit RGB only: alpha, grey, palette, 16-bit or CMYK images go through the same
+    # conversion as before, so the pixels the model sees never depend on how a server converts.
+    return plain_rgb(image.data, ref.format)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def plain_rgb(data: bytes, fmt: str) -> bool:
+    """Whether encoded image bytes hold plain 8-bit RGB, from the header alone (no pixels decoded)."""
+    if fmt == "png":  # the IHDR chunk comes first: bit depth at byte 24, colour type at 25 (2: RGB, no alpha)
+        return data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24:26] == b"\x08\x02"
+    if fmt == "jpeg":  # Pillow's header parsing costs ~60 µs here: read the frame header ourselves
+        return _jpeg_frame(data) == (8, 3)  # 8-bit, three components (YCbCr or RGB): Pillow's "RGB"
+    try:  # Pillow reads only the header here; naming the format skips probing every other plugin
+        with Image.open(io.BytesIO(data), formats=[fmt.upper()]) as header:
+            return header.mode == "RGB"
+    except Exception:  # noqa: BLE001 — unreadable here; the re-encode path raises ImageDecodeError for it
+        return False
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int] | None:
+    """(bits per sample, components) from a JPEG's start-of-frame segment, or None if there is none."""
+    i = 2  # after SOI; every segment before the frame header has a 2-byte length
+    while i + 9 < len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOF0-15, less DHT, JPG, DAC
+            return data[i + 4], data[i + 9]
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+class PreparedImages:
+    """Prepared images by content hash, the most recently used kept, up to `max_bytes` of data URIs.
+
+    A sample's high-quality image is asked for by its initial thinking and again by its improving
+    thinking a few hundred samples later; 128 MB holds ~1,000 budget-sized JPEGs.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> Any | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
+    def put(self, key: str, value: Any, nbytes: int) -> None:
+        if nbytes > self.max_bytes:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        self._items[key] = (value, nbytes)
+        self._bytes += nbytes
+        while self._bytes > self.max_bytes:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self._bytes -= dropped
 
 
 def parse_chat_response(data: dict) -> Completion | str:
