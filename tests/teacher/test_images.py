@@ -67,7 +67,7 @@ def test_any_other_image_is_resized_and_encoded_as_configured(size, mode, fmt, w
 
 
 def test_keep_stored_images_off_re_encodes_everything_and_is_part_of_the_identity():
-    teacher = server("+teacher.keep_stored_images=false")
+    teacher = server("teacher.keep_stored_images=false")
     (uri, size), = prepare(teacher, picture((224, 112)))
     assert sent(uri)[0] == "image/jpeg" and size == (224, 112)
     assert teacher.identity()["settings"]["encoding"]["keep_stored"] is False
