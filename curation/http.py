@@ -49,6 +49,7 @@ import os
 import random
 import secrets
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -338,3 +339,39 @@ class HttpClient:
                              f"{attempts} attempt{plural} each (last: {failure.reason}, {detail}): check the server; "
                              "finished results are kept, and the same command resumes the run")
         return RequestFailed(failure.reason, detail, transient=True, status=failure.status)
+
+
+async def served_models(settings: HttpSettings, *, group: str, serve_hint: str, timeout_s: float) -> list[str]:
+    """`GET /models` once, with one short attempt: the ids the server serves.
+
+    The start-up check of every OpenAI-compatible backend. A wrong URL must fail in seconds, not
+    after the run's retry budget, and with one sentence that names the knob to fix (`group` is
+    the backend's config group, `serve_hint` how to start a server).
+    """
+    client = HttpClient(dataclasses.replace(settings, max_attempts=1, timeout_s=timeout_s), max_connections=1)
+    try:
+        listing = await client.get_json("/models")
+    except RequestFailed as exc:
+        raise BackendUnavailable(_probe_failure(exc, settings, group, serve_hint, timeout_s)) from None
+    finally:
+        await client.aclose()
+    return [m["id"] for m in listing.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+def _probe_failure(exc: RequestFailed, settings: HttpSettings, group: str, serve_hint: str, timeout_s: float) -> str:
+    base_url = settings.base_url.rstrip("/")
+    if exc.reason == "connection_error":
+        return f"no server answers at {base_url} ({exc.detail}): start one ({serve_hint}) or fix {group}.base_url"
+    if exc.reason == "timeout":
+        return (f"the server at {base_url} did not answer GET /models within {timeout_s:g} s: "
+                f"check that it has finished loading, or raise {group}.check_timeout_s")
+    if exc.status in (401, 403):
+        key = settings.api_key_env
+        hint = (f"set the environment variable {key} to the server's key" if key else
+                f"name the environment variable holding the key in {group}.api_key_env")
+        return f"the server at {base_url} refused the request (HTTP {exc.status}): {hint}"
+    if exc.status == 404:
+        return (f"{base_url}/models does not exist (HTTP 404): {group}.base_url must be the API root "
+                "of an OpenAI-compatible server, usually ending in /v1")
+    return f"the server at {base_url} is not usable as an OpenAI-compatible API: GET /models gave {exc}"
+

@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
 from abc import abstractmethod
 from typing import Any, Mapping
 
 from curation import images
 from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
-from curation.http import ApiKeyMissing, HttpClient, HttpSettings, RequestFailed, RequestStats
+from curation.http import ApiKeyMissing, HttpClient, HttpSettings, RequestFailed, RequestStats, served_models
 from curation.records import Reject
 
 
@@ -88,37 +87,13 @@ class HttpImageGenerator(ImageGenerator):
 
     async def _probe(self) -> None:
         """GET /models once: the server answers, the key works, and it serves `model`."""
-        settings = dataclasses.replace(self.http_settings, max_attempts=1, timeout_s=self.check_timeout_s)
-        client = HttpClient(settings, max_connections=1)
-        try:
-            listing = await client.get_json("/models")
-        except RequestFailed as exc:
-            raise BackendUnavailable(self._probe_failure(exc)) from None
-        finally:
-            await client.aclose()
-        served = [m["id"] for m in listing.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        served = await served_models(self.http_settings, group=self.group, serve_hint=self.serve_hint,
+                                     timeout_s=self.check_timeout_s)
         if self.model is None and served:
             self.model = served[0]  # named in the identity, so results of different models never mix
         elif self.model not in served:
             raise BackendUnavailable(f"the server at {self.base_url} serves {served or 'no models'}, not "
                                      f"{self.model!r}: set {self.group}.model to one of those, or null")
-
-    def _probe_failure(self, exc: RequestFailed) -> str:
-        if exc.reason == "connection_error":
-            return (f"no server answers at {self.base_url} ({exc.detail}): start one ({self.serve_hint}) "
-                    f"or fix {self.group}.base_url")
-        if exc.reason == "timeout":
-            return (f"the server at {self.base_url} did not answer GET /models within {self.check_timeout_s:g} s: "
-                    f"check that it has finished loading, or raise {self.group}.check_timeout_s")
-        if exc.status in (401, 403):
-            key = self.http_settings.api_key_env
-            hint = (f"set the environment variable {key} to the server's key" if key else
-                    f"name the environment variable holding the key in {self.group}.api_key_env")
-            return f"the server at {self.base_url} refused the request (HTTP {exc.status}): {hint}"
-        if exc.status == 404:
-            return (f"{self.base_url}/models does not exist (HTTP 404): {self.group}.base_url must be the API root "
-                    "of an OpenAI-compatible server, usually ending in /v1")
-        return f"the server at {self.base_url} is not usable as an OpenAI-compatible API: GET /models gave {exc}"
 
     async def generate(self, request: GenerateRequest) -> GeneratedImage | Reject:
         stats = RequestStats()

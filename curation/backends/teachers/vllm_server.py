@@ -29,7 +29,7 @@ from PIL import Image
 from curation.backends.base import BackendUnavailable, ImageInput
 from curation.backends.teachers.prompting import (INLINE_MAX_PIXELS, ChatTeacher, Completion, ImageBudget,
                                                   ImageEncoding, encode_image, fit_image, fitted_size)
-from curation.http import ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats
+from curation.http import ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats, served_models
 from curation.records import Reject
 
 
@@ -75,39 +75,13 @@ class VllmServerTeacher(ChatTeacher):
         asyncio.run(self._probe())
 
     async def _probe(self) -> None:
-        # One quick attempt: a wrong URL must fail in seconds, not after the run's retry budget.
-        settings = dataclasses.replace(self.http_settings, max_attempts=1, timeout_s=self.check_timeout_s)
-        client = HttpClient(settings, max_connections=1)
-        try:
-            listing = await client.get_json("/models")
-        except RequestFailed as exc:
-            raise BackendUnavailable(self._probe_failure(exc)) from None
-        finally:
-            await client.aclose()
-        served = [m["id"] for m in listing.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        served = await served_models(self.http_settings, group="teacher", timeout_s=self.check_timeout_s,
+                                     serve_hint=f"`vllm serve {self.model}`, see docs/teacher.md")
         if self.model not in served:
             raise BackendUnavailable(
                 f"the server at {self.base_url} serves {served or 'no models'}, not {self.model!r}: set "
                 f"teacher.model to one of those, or start the server with {self.model} (vllm serve "
                 f"{self.model}, or --served-model-name {self.model})")
-
-    def _probe_failure(self, exc: RequestFailed) -> str:
-        where = f"{self.base_url}/models"
-        if exc.reason == "connection_error":
-            return (f"no server answers at {self.base_url}: start one (`vllm serve {self.model}`, see docs/teacher.md) "
-                    f"or fix teacher.base_url [{exc.detail}]")
-        if exc.reason == "timeout":
-            return (f"the server at {self.base_url} did not answer GET /models within {self.check_timeout_s:g} s: "
-                    "check that it has finished loading, or raise teacher.check_timeout_s")
-        if exc.status in (401, 403):
-            key = self.http_settings.api_key_env
-            hint = f"set the environment variable {key} to the server's key" if key else \
-                "name the environment variable holding the key in teacher.api_key_env"
-            return f"the server at {self.base_url} refused the request (HTTP {exc.status}): {hint}"
-        if exc.status == 404:
-            return (f"{where} does not exist (HTTP 404): teacher.base_url must be the API root of an "
-                    "OpenAI-compatible server, usually ending in /v1")
-        return f"the server at {self.base_url} is not usable as an OpenAI-compatible API: GET /models gave {exc}"
 
     # ------------------------------------------------------------------ one chat
 
