@@ -25,6 +25,7 @@ from curation import card, emit, manifest
 from curation.backends.base import Backend, BackendUnavailable, Source
 from curation.config import ConfigError, load_config, wants_help
 from curation.executor import Executor, RunStats
+from curation.gates import STAGE as GATES
 from curation.gates import Gates, GateSettings
 from curation.plan import Plan, PlanError, build_plan, plan_key
 from curation.schema import SchemaError
@@ -81,7 +82,8 @@ def build_backend(role: str, node: DictConfig) -> Backend:
                                  f"{type(cause or exc).__name__}: {cause or exc}") from exc
 
 
-def read_source(source: Source, gates: Gates, plan: Plan, cfg: DictConfig) -> Iterator[Sample | tuple[Sample, Reject]]:
+def read_source(source: Source, gates: Gates, plan: Plan, cfg: DictConfig,
+                progress: Progress) -> Iterator[Sample | tuple[Sample, Reject]]:
     identity = source.identity()
 
     def mine():
@@ -89,8 +91,11 @@ def read_source(source: Source, gates: Gates, plan: Plan, cfg: DictConfig) -> It
             sample_id = sample_id_for(identity, item.source_id)
             if in_shard(sample_id, cfg.shard, cfg.num_shards):
                 yield item, sample_id, index
+            else:
+                progress.update(GATES, skipped=1)  # another shard's row: read, not ours
 
     for item, sample_id, index, admitted in gates.admit_all(mine(), workers=cfg.gates_workers):
+        progress.update(GATES, computed=1, rejected=int(isinstance(admitted, Reject)))
         if isinstance(admitted, Reject):
             yield Sample(sample_id, item.source_id, index, fields={}), admitted
         else:
@@ -119,8 +124,10 @@ def run(cfg: DictConfig) -> Path:
     store = Store(cfg.cache)
     try:
         gates = Gates(gate_settings, store)
-        samples = list(read_source(source, gates, plan, cfg))
-        progress = Progress([s.name for s in plan.stages], interval=cfg.run.progress_interval_s)
+        # Reading and gating a large source takes a while too: it gets its own progress line.
+        progress = Progress([GATES, *(s.name for s in plan.stages)], interval=cfg.run.progress_interval_s)
+        progress.set_total(GATES, plan.n_source)
+        samples = list(read_source(source, gates, plan, cfg, progress))
         for stage in plan.stages:
             progress.set_total(stage.name, sum(1 for s in samples if stage in plan.stages_for(_index(s))))
         executor = Executor(plan, backends, store, run_seed=cfg.seed, plan_key=key,
