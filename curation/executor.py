@@ -95,7 +95,9 @@ class Executor:
             if isinstance(result, Reject):
                 outcome["rejects"][stage.name] = result.to_json()
                 continue
-            record.update({k: v for k, v in result.fields.items() if v is not None})
+            # None is kept: "made, and empty" (a base model that wrote no thinking) is for the
+            # stage that needs it to reject with a reason, not a reason to skip that stage.
+            record.update(result.fields)
             outcome["lineage"][stage.name] = {"key": key, "seed": seed, **result.lineage}
         outcome["fields"] = {k: encode_value(v) for k, v in record.items()}
         self.store.put_outcome(self.plan_key, sample.sample_id, outcome)

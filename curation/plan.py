@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from curation import schema
-from curation.stages import ALL_STAGES
+from curation.stages import ALL_STAGES, BasePlanForImproving, TeacherPlanForImproving
 from curation.stages.base import Stage
 
 # Fields every sample has before any stage runs.
@@ -65,7 +65,11 @@ class Plan:
         return "\n".join(lines)
 
 
-def build_plan(modes: dict[str, int], *, source_provides_images: bool, with_checker: bool) -> Plan:
+IMPROVING_PLAN_SOURCES = ("teacher", "base_model")
+
+
+def build_plan(modes: dict[str, int], *, source_provides_images: bool, with_checker: bool,
+               improving_initial_thinking: str = "teacher") -> Plan:
     if not modes:
         raise PlanError("the recipe names no modes")
     resolved: dict[str, int] = {}
@@ -75,7 +79,11 @@ def build_plan(modes: dict[str, int], *, source_provides_images: bool, with_chec
             raise PlanError(f"mode {mode} asks for {count} samples; give a positive count")
         resolved[mode] = int(count)
 
-    stages = [cls() for cls in ALL_STAGES]
+    if improving_initial_thinking not in IMPROVING_PLAN_SOURCES:
+        raise PlanError(f"improving_initial_thinking={improving_initial_thinking!r}: use one of "
+                        f"{', '.join(IMPROVING_PLAN_SOURCES)}")
+    unused = BasePlanForImproving if improving_initial_thinking == "teacher" else TeacherPlanForImproving
+    stages = [cls() for cls in ALL_STAGES if cls is not unused]
     if source_provides_images:
         stages = [s for s in stages if "hq_image" not in s.makes]
     makers = {field: s for s in stages for field in s.makes}
@@ -110,7 +118,7 @@ def plan_key(plan: Plan, identities: dict[str, Any], seed: int, settings: dict[s
     """Names one run's outcomes in the store: everything that decides them."""
     payload = {
         "modes": plan.modes,
-        "stages": [(s.name, s.version) for s in plan.stages],
+        "stages": [(type(s).__name__, s.name, s.version) for s in plan.stages],
         "backends": identities,
         "seed": seed,
         "settings": settings,

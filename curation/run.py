@@ -110,7 +110,8 @@ def run(cfg: DictConfig) -> Path:
     gate_settings = GateSettings.from_config(cfg.gates)
     source: Source = build_backend("source", cfg.source)
     with_checker = cfg.get("checker") is not None and "_target_" in cfg.checker
-    plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images, with_checker=with_checker)
+    plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images, with_checker=with_checker,
+                      improving_initial_thinking=cfg.improving_initial_thinking)
     backends = build_backends(cfg, plan)
     for backend in (source, *backends.values()):
         backend.check()  # before any work: one clear sentence if a backend cannot run

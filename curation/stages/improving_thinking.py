@@ -11,7 +11,7 @@ from curation.thinking_checks import check_improving_thinking
 
 class ImprovingThinking(Stage):
     name = "improving_thinking"
-    needs = ("prompt", "initial_thinking", "initial_image", "hq_image")
+    needs = ("prompt", "improving_initial_thinking", "initial_image", "hq_image")
     makes = ("improving_thinking",)
     role = "teacher"
 
@@ -20,7 +20,8 @@ class ImprovingThinking(Stage):
         target = await ctx.load_image_input(inputs["hq_image"])
 
         def ask(seed: int):
-            request = ImprovingThinkingRequest(inputs["prompt"], inputs["initial_thinking"], initial, target, seed)
+            request = ImprovingThinkingRequest(inputs["prompt"], inputs["improving_initial_thinking"], initial, target,
+                                               seed)
             return ctx.backend.improving_thinking(request)
 
         return await ask_until_valid(self.name, "improving_thinking", ctx, ask, check_improving_thinking)

@@ -65,7 +65,8 @@ def test_lineage_and_question_columns(all_modes_dataset):
     table = pq.read_table(next((all_modes_dataset / "data" / "improving_full_learning").glob("*.parquet")))
     lineage = json.loads(table.column("lineage")[0].as_py())
     assert lineage["sample_id"] == table.column("sample_id")[0].as_py()
-    assert set(lineage["stages"]) == {"reference_image", "initial_thinking", "initial_image", "improving_thinking"}
+    assert set(lineage["stages"]) == {"reference_image", "initial_thinking", "initial_image", "improving_initial_thinking",
+                                      "improving_thinking"}
     assert lineage["stages"]["initial_image"]["backend"]["id"] == "offline-world/base-model"
     assert "seed" in lineage["stages"]["initial_image"]
     assert lineage["schema_version"] == schema.schema_version()

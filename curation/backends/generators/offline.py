@@ -17,23 +17,28 @@ from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateR
 from curation.records import Reject
 from curation.world.defects import DEFECT_KINDS, sample_defects
 from curation.world.render import render_scene
+from curation.world.analyse import analyse
 from curation.world.scene import PromptOutsideGrammar, parse_prompt
+from curation.world.thinking import write_initial_thinking
 
 
 class OfflineRenderer(ImageGenerator):
     def __init__(self, model_id: str, width: int = 256, height: int = 256, defect_rate: float = 0.0,
                  defect_kinds: list[str] | tuple[str, ...] = DEFECT_KINDS, concurrency: int = 2,
-                 stage_name: str = "initial_image"):
+                 stage_name: str = "initial_image", think: bool = False):
         self.model_id = model_id
         self.width, self.height = int(width), int(height)
         self.defect_rate = float(defect_rate)
         self.defect_kinds = tuple(defect_kinds)
         self.concurrency = concurrency
         self.stage_name = stage_name
+        # Like BAGEL's think mode: a plan of what it drew, written before its image is returned.
+        self.think = bool(think)
 
     def identity(self) -> dict:
         return {"id": self.model_id, "revision": "1",
-                "settings": {"size": self.width, "defect_rate": self.defect_rate, "defect_kinds": list(self.defect_kinds)}}
+                "settings": {"size": self.width, "defect_rate": self.defect_rate, "defect_kinds": list(self.defect_kinds),
+                             **({"think": True} if self.think else {})}}
 
     def check(self) -> None:
         if self.width != self.height:
@@ -55,5 +60,8 @@ class OfflineRenderer(ImageGenerator):
         rng = np.random.default_rng(request.seed)
         defects = sample_defects(scene, rng, self.defect_rate, self.defect_kinds) if self.defect_rate > 0 else []
         image = await asyncio.to_thread(render_scene, scene, self.width, request.seed, defects)
+        thinking = None
+        if self.think:  # the plan its (possibly flawed) image follows, as a base model's own plan would be
+            thinking = await asyncio.to_thread(write_initial_thinking, request.prompt, analyse(image), request.seed)
         lineage = {"injected_defects": [d.to_json() for d in defects]} if self.defect_rate > 0 else {}
-        return GeneratedImage(image=image, lineage=lineage)
+        return GeneratedImage(image=image, lineage=lineage, thinking=thinking)
