@@ -119,11 +119,14 @@ def _length(inner: str, limits: Mapping) -> Problem | None:
     return None
 
 
-def check_initial_thinking(text: str, limits: Mapping = DEFAULT_LIMITS) -> Problem | None:
+def _wrapped_text(text: str, limits: Mapping) -> tuple[str | None, Problem | None]:
+    """What every thinking must be: one well-formed `<think>` block of an allowed length."""
     inner, problem = _inner(text)
-    if problem:
-        return problem
-    problem = _length(inner, limits)
+    return (None, problem) if problem else (inner, _length(inner, limits))
+
+
+def check_initial_thinking(text: str, limits: Mapping = DEFAULT_LIMITS) -> Problem | None:
+    inner, problem = _wrapped_text(text, limits)
     if problem:
         return problem
     leak = INITIAL_LEAK_PATTERNS.search(inner)
@@ -133,10 +136,7 @@ def check_initial_thinking(text: str, limits: Mapping = DEFAULT_LIMITS) -> Probl
 
 
 def check_improving_thinking(text: str, limits: Mapping = DEFAULT_LIMITS) -> Problem | None:
-    inner, problem = _inner(text)
-    if problem:
-        return problem
-    problem = _length(inner, limits)
+    inner, problem = _wrapped_text(text, limits)
     if problem:
         return problem
     positions = [inner.find(header) for header in IMPROVING_SECTIONS]
