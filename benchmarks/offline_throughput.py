@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from curation import images
+from curation.core import images
 from curation.run import main
 
 _lock = threading.Lock()

@@ -19,7 +19,7 @@ preparing images (`prepare_image`; 112² and 128² are prepared on the event loo
 CPU time is exact). Connections are opened by a warm-up round (its own images) that is not timed.
 
 `--compare-clients` sends one fixed request body (with one image part) through other HTTP clients
-too — `curation.http`, bare aiohttp, httpx2 and the `openai` SDK (its default and its aiohttp
+too — `curation.backends.http`, bare aiohttp, httpx2 and the `openai` SDK (its default and its aiohttp
 transport) — which is how the HTTP layer was chosen.
 
 The machine's load average is printed too: on a shared 2-core machine, another busy process
@@ -49,13 +49,13 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curation import images  # noqa: E402
+from curation.core import images  # noqa: E402
 from curation.backends.teachers.vllm_server import VllmServerTeacher  # noqa: E402
-from curation.images import ImageRef  # noqa: E402
-from curation.records import StageOutput  # noqa: E402
-from curation.stages.base import StageContext  # noqa: E402
-from curation.stages.initial_thinking import InitialThinking  # noqa: E402
-from curation.store import Store  # noqa: E402
+from curation.core.images import ImageRef  # noqa: E402
+from curation.core.records import StageOutput  # noqa: E402
+from curation.build.stages.base import StageContext  # noqa: E402
+from curation.build.stages.initial_thinking import InitialThinking  # noqa: E402
+from curation.build.store import Store  # noqa: E402
 from tests.support.fake_openai import MODEL  # noqa: E402
 
 
@@ -157,8 +157,8 @@ def fixed_body(picture: Image.Image) -> dict:
 
 
 async def measure_client(kind: str, base_url: str, in_flight: int, n: int, body: dict) -> dict:
-    if kind == "curation.http":
-        from curation.http import HttpClient, HttpSettings
+    if kind == "curation.backends.http":
+        from curation.backends.http import HttpClient, HttpSettings
 
         client = HttpClient(HttpSettings(base_url, timeout_s=60), max_connections=in_flight)
         send, close = (lambda i: client.post_json("/chat/completions", body)), client.aclose
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.compare_clients:
             body = fixed_body(make_images(1)[0])
             print(f"{'client':>18} {'in flight':>9} {'req/s':>8} {'ideal':>8} {'ratio':>6} {'client CPU/req':>15}")
-            for kind in ("curation.http", "aiohttp (bare)", "httpx2", "openai (default)", "openai (aiohttp)"):
+            for kind in ("curation.backends.http", "aiohttp (bare)", "httpx2", "openai (default)", "openai (aiohttp)"):
                 for in_flight in in_flights:
                     r = asyncio.run(measure_client(kind, base_url, in_flight, args.requests, body))
                     rate, ideal = args.requests / r["wall"], in_flight / args.latency

@@ -21,17 +21,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from curation import card, emit, manifest
+from curation.publish import card, emit, manifest
 from curation.backends.base import Backend, BackendUnavailable, Source
-from curation.config import ConfigError, load_config, wants_help
-from curation.executor import Executor, RunStats
-from curation.gates import STAGE as GATES
-from curation.gates import Gates, GateSettings
-from curation.plan import Plan, PlanError, build_plan, plan_key
-from curation.schema import SchemaError
-from curation.progress import Progress
-from curation.records import Reject, Sample
-from curation.store import Store
+from curation.core.config import ConfigError, load_config, wants_help
+from curation.build.executor import Executor, RunStats
+from curation.build.gates import STAGE as GATES
+from curation.build.gates import Gates, GateSettings
+from curation.build.plan import Plan, PlanError, build_plan, plan_key
+from curation.core.schema import SchemaError
+from curation.core.progress import Progress
+from curation.core.records import Reject, Sample
+from curation.build.store import Store
 
 log = logging.getLogger("curation.run")
 

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from curation.config import load_config, redact, wants_help
+from curation.core.config import load_config, redact, wants_help
 from curation.trainer.dataset import mode_weights
 from curation.trainer.loader import ResumableLoader, TrainStream
 from curation.trainer.loop import Context, LoopConfig, init_distributed, train

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from curation.backends.base import BackendUnavailable, GenerateRequest  # noqa: E402
 from curation.backends.generators.bagel_inprocess import BagelInProcess  # noqa: E402
-from curation.records import Reject  # noqa: E402
+from curation.core.records import Reject  # noqa: E402
 
 
 def main() -> int:

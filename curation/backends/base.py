@@ -16,9 +16,9 @@ from typing import Any, ClassVar, Iterator
 
 from PIL import Image
 
-from curation import images
-from curation.images import ImageRef
-from curation.records import Reject
+from curation.core import images
+from curation.core.images import ImageRef
+from curation.core.records import Reject
 
 
 class BackendUnavailable(RuntimeError):

@@ -44,7 +44,7 @@ import yaml
 from omegaconf import DictConfig
 from torch.utils.data import IterableDataset, get_worker_info
 
-from curation import schema
+from curation.core import schema
 from curation.trainer.dataset import MixedStream, index_modes, mode_weights
 from curation.trainer.plan import ImageGrid, Planner, RowPlan
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from curation.schema import MODE_KEYS
+from curation.core.schema import MODE_KEYS
 
 
 class DataSourceError(ValueError):

@@ -15,7 +15,7 @@ from typing import Iterator, Mapping
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from curation import schema
+from curation.core import schema
 from curation.trainer.dataset import MixedStream, index_modes
 from curation.trainer.pack import PackedBatch, Planned, collate, pack
 from curation.trainer.plan import Planner

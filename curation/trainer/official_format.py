@@ -25,7 +25,7 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from curation import images
+from curation.core import images
 
 
 class OfficialFormatError(ValueError):

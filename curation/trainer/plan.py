@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from curation import images
-from curation.schema import ModeSchema
+from curation.core import images
+from curation.core.schema import ModeSchema
 from curation.trainer.tokenizer import Tokenizer
 
 FRAME_TOKENS = 2  # start and end token around every item

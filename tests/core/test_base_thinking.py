@@ -7,8 +7,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from curation import manifest
-from curation.plan import PlanError, build_plan
+from curation.publish import manifest
+from curation.build.plan import PlanError, build_plan
 from tests.helpers import build
 
 

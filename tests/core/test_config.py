@@ -7,10 +7,10 @@ import json
 import pytest
 
 from curation.backends.base import BackendUnavailable
-from curation.config import REDACTED, load_config, redact
-from curation.plan import PlanError, build_plan
+from curation.core.config import REDACTED, load_config, redact
+from curation.build.plan import PlanError, build_plan
 from curation.run import main
-from curation.schema import MODE_KEYS, SchemaError, resolve_mode
+from curation.core.schema import MODE_KEYS, SchemaError, resolve_mode
 
 
 def test_short_and_official_recipe_names_compose_the_same_modes():

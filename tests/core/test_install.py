@@ -23,7 +23,7 @@ def test_wheel_install_runs_from_another_directory(tmp_path):
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target)}
-    where = subprocess.run([sys.executable, "-c", "import curation, curation.paths as p; "
+    where = subprocess.run([sys.executable, "-c", "import curation, curation.core.paths as p; "
                             "print(curation.__file__); print(p.schemas_dir()); print(p.recipes_dir())"],
                            cwd=workdir, env=env, check=True, capture_output=True, text=True).stdout.split()
     assert all(path.startswith(str(target)) for path in where), where

@@ -7,7 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curation import manifest, schema
+from curation.publish import manifest
+
+from curation.core import schema
 from tests.helpers import build
 
 SHORT = {"initial_thinking_understanding_learning": "initial_understanding",

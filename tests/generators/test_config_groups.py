@@ -10,7 +10,7 @@ from curation.backends.generators.diffusers_pipeline import DiffusersGenerator
 from curation.backends.generators.images_api import ImagesApiGenerator
 from curation.backends.sources.folder import FolderSource
 from curation.backends.sources.hf import HFSource
-from curation.config import load_config
+from curation.core.config import load_config
 from curation.run import build_backend
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest
 from curation.backends.generators.bagel_omni import BagelOmniGenerator
 from curation.backends.generators.images_api import ImagesApiGenerator
-from curation.records import Reject
+from curation.core.records import Reject
 from curation.run import main
 from tests.generators.fake_omni import BAGEL, FakeOmni
 from tests.support.aio_server import ServerThread

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from curation import card, manifest
-from curation.validate import Kind, card_header, validate
+from curation.publish import card, manifest
+from curation.publish.validate import Kind, card_header, validate
 
 MODE = "improving_full_learning"
 

@@ -12,6 +12,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 from huggingface_hub.errors import HfHubHTTPError
 
 from curation import push
+from curation.publish import push as push_logic
 from tests.publish.fakehub import FakeHub
 
 TOKEN = "hf_" + "FAKE" * 8  # a fake, built so secret scanners do not flag the file
@@ -84,7 +85,7 @@ def test_token_never_appears_in_output_logs_or_files(publish_dataset, hub, capfd
         except HfHubHTTPError as exc:
             raise HfHubHTTPError(f"{exc} (request had Authorization: Bearer {TOKEN})", response=exc.response) from None
 
-    monkeypatch.setattr(push.HfApi, "create_commit", failing_commit)
+    monkeypatch.setattr(push_logic.HfApi, "create_commit", failing_commit)
     assert push.main([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1"]) == 2
     out = capfd.readouterr()
     assert "Authorization: Bearer ***" in out.err  # the failure is reported …

@@ -14,7 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curation import report, schema
+from curation import report
+from curation.publish import report as report_logic
+
+from curation.core import schema
 from tests.publish.chromium import Chromium, find_chromium
 
 PAGE_SIZE = 4
@@ -99,7 +102,7 @@ def test_untrusted_text_shows_as_text(built_report, chromium_binary, tmp_path):
     ds, index, planted = built_report
     browser = Chromium(chromium_binary, tmp_path / "profile", tmp_path / "chromium.log")
     try:
-        page = browser.open((index.parent / MODE / report.page_name(1)).as_uri())
+        page = browser.open((index.parent / MODE / report_logic.page_name(1)).as_uri())
         card = f"document.getElementById('s-{planted}')"
         assert page.evaluate("window.__pwned === undefined")
         assert page.evaluate(f"{card}.querySelectorAll('script, img[src=x]').length") == 0
@@ -134,7 +137,7 @@ def test_a_damaged_dataset_still_renders_and_says_what_is_wrong(dataset_copy, tm
     table = table.set_column(table.schema.get_field_index("lineage"), "lineage", pa.array(lineage, pa.string()))
     pq.write_table(table, path)
     index = report.main([f"data={dataset_copy}", f"out={tmp_path / 'report'}", "workers=1"])
-    page = (index.parent / MODE / report.page_name(1)).read_text()
+    page = (index.parent / MODE / report_logic.page_name(1)).read_text()
     assert page.count('class="broken"') == 1 and "does not decode" in page
     assert "unparsable lineage" in page
     assert "could not be read" in index.read_text()

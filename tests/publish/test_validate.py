@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation import validate as validation
-from curation.validate import Kind, validate
+from curation.publish import validate as validation
+from curation.publish.validate import Kind, validate
 
 MODE = "improving_full_learning"
 

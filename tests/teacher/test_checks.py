@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from curation.thinking_checks import TeacherText, check_improving_thinking, check_initial_thinking
+from curation.core.thinking_checks import TeacherText, check_improving_thinking, check_initial_thinking
 
 PLAN = ("Two red balls sit on the left of a wooden table, a blue cube on the right; soft window light "
         "from the left, warm colours, a shallow depth of field and a plain grey wall behind.")

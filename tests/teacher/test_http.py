@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from curation.http import (ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats, dumps,
+from curation.backends.http import (ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats, dumps,
                            retry_after_seconds)
 from tests.support.aio_server import ServerThread
 from tests.support.fake_openai import MODEL, FakeOpenAI

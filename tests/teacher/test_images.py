@@ -13,10 +13,10 @@ from PIL import Image
 
 from curation.backends.base import ImageInput
 from curation.backends.teachers.vllm_server import PreparedImages
-from curation.config import load_config
-from curation.images import ImageRef
-from curation.stages.base import StageContext
-from curation.store import Store
+from curation.core.config import load_config
+from curation.core.images import ImageRef
+from curation.build.stages.base import StageContext
+from curation.build.store import Store
 from tests.helpers import build
 from tests.teacher.helpers import rows, server_teacher
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from curation.backends.base import BackendUnavailable
 from curation.backends.teachers.prompting import ImageBudget, fit_image, fitted_size, load_template
-from curation.paths import templates_dir
+from curation.core.paths import templates_dir
 
 
 @pytest.mark.parametrize("size", [(1024, 1024), (1920, 1080), (640, 480), (96, 96), (3000, 200), (10, 10),

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from curation.backends.base import ImageInput, InitialThinkingRequest
-from curation.config import load_config
+from curation.core.config import load_config
 from tests.helpers import build
 from tests.support.fault_proxy import FaultProxy, Hang, MalformedJSON, Reset, Status
 from tests.teacher.helpers import assert_each_sample_once, rejects, server_teacher

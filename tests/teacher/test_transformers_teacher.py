@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from curation.backends.base import BackendUnavailable, ImageInput, ImprovingThinkingRequest, InitialThinkingRequest
-from curation.config import load_config
+from curation.core.config import load_config
 from tests.helpers import build
 from tests.teacher.helpers import assert_each_sample_once, rejects
 

@@ -15,9 +15,9 @@ from PIL import Image
 from curation.backends.base import BackendUnavailable, ImageInput, ImprovingThinkingRequest, InitialThinkingRequest
 from curation.backends.teachers.prompting import Sampling
 from curation.backends.teachers.vllm_inprocess import build_conversation, parse_output, sampling_kwargs
-from curation.config import load_config
-from curation.records import Reject
-from curation.thinking_checks import check_improving_thinking, check_initial_thinking
+from curation.core.config import load_config
+from curation.core.records import Reject
+from curation.core.thinking_checks import check_improving_thinking, check_initial_thinking
 from tests.helpers import build
 from tests.teacher.helpers import assert_each_sample_once, rows
 

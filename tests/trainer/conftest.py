@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curation import schema
+from curation.core import schema
 
 WORDS = ("red", "blue", "circle", "square", "left", "right", "large", "small", "sky", "grass", "light", "shadow")
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from curation import schema
+from curation.core import schema
 from curation.train import main
 from curation.trainer.bagel_adapter import IrglBagelDataset, bagel_sample
 from curation.trainer.plan import ImageGrid, Planner

@@ -11,10 +11,10 @@ import pytest
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from curation.schema import MODE_KEYS
+from curation.core.schema import MODE_KEYS
 from curation.trainer import dataset
 from curation.trainer.dataset import DataSourceError, MixedStream, index_modes, mode_weights
-from curation.config import load_config
+from curation.core.config import load_config
 
 ALL_SIX = {m: 1.0 for m in MODE_KEYS}
 

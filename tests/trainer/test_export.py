@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation import schema
-from curation.export import ExportError, main
+from curation.core import schema
+from curation.export import main
+from curation.publish.export import ExportError
 from curation.trainer.official_format import read_folder, read_info
 
 U, A = "user", "assistant"

@@ -9,8 +9,8 @@ from itertools import islice
 import pyarrow.parquet as pq
 import torch
 
-from curation import schema
-from curation.schema import MODE_KEYS
+from curation.core import schema
+from curation.core.schema import MODE_KEYS
 from curation.trainer.loader import ResumableLoader, TrainStream
 from curation.trainer.pack import Planned, collate, kept_items, pack
 from curation.trainer.plan import ImageGrid, Planner

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from curation import schema
+from curation.core import schema
 from curation.trainer.plan import ImageGrid, PlanError, Planner
 from curation.trainer.tokenizer import ByteTokenizer
 

@@ -7,7 +7,7 @@ import asyncio
 from PIL import Image
 
 from curation.backends.base import Checker
-from curation.records import Reject
+from curation.core.records import Reject
 from curation.world.checker import check
 from curation.world.scene import PromptOutsideGrammar, parse_prompt
 

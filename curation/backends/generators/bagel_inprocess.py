@@ -30,7 +30,7 @@ from typing import Any
 
 from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
 from curation.backends.generators.diffusers_pipeline import config_digest, first_line
-from curation.records import Reject
+from curation.core.records import Reject
 
 REPO_FILES = ("inferencer.py", "modeling/bagel/__init__.py", "data/transforms.py", "data/data_utils.py")
 MODEL_FILES = ("llm_config.json", "vit_config.json", "ae.safetensors", "ema.safetensors", "tokenizer_config.json")

@@ -19,7 +19,7 @@ from typing import Any
 
 from curation.backends.base import BackendUnavailable, GenerateRequest
 from curation.backends.generators.images_api import HttpImageGenerator
-from curation.records import Reject
+from curation.core.records import Reject
 
 
 class BagelOmniGenerator(HttpImageGenerator):

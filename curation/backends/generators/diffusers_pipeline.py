@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
-from curation.records import Reject
+from curation.core.records import Reject
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 

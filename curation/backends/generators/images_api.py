@@ -6,7 +6,7 @@ diffusion models this way (`vllm serve Qwen/Qwen-Image --omni`: FLUX, SD3, Qwen-
 HunyuanImage-3 …) and also takes `num_inference_steps`, `guidance_scale`, `true_cfg_scale` and
 `negative_prompt`; knobs left `null` are not sent, so the server uses the model's defaults.
 
-All HTTP goes through `curation.http` (pooled connections, time-outs, retries). A request that
+All HTTP goes through `curation.backends.http` (pooled connections, time-outs, retries). A request that
 still fails after its last attempt becomes a `Reject` with the client's reason; `transient`
 rejects are tried again by the next run. Returned bytes are checked to decode and then kept as
 they are (never re-encoded).
@@ -25,10 +25,10 @@ import binascii
 from abc import abstractmethod
 from typing import Any, Mapping
 
-from curation import images
+from curation.core import images
 from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
-from curation.http import ApiKeyMissing, HttpClient, HttpSettings, RequestFailed, RequestStats, served_models
-from curation.records import Reject
+from curation.backends.http import ApiKeyMissing, HttpClient, HttpSettings, RequestFailed, RequestStats, served_models
+from curation.core.records import Reject
 
 
 class HttpImageGenerator(ImageGenerator):

@@ -14,7 +14,7 @@ import asyncio
 import numpy as np
 
 from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
-from curation.records import Reject
+from curation.core.records import Reject
 from curation.world.defects import DEFECT_KINDS, sample_defects
 from curation.world.render import render_scene
 from curation.world.analyse import analyse

@@ -25,8 +25,8 @@ from typing import Any, Iterator
 import pyarrow.parquet as pq
 
 from curation.backends.base import BackendUnavailable, Source, SourceItem
-from curation.gates import CAPTION_MISSING, IMAGE_MISSING, PROMPT_NOT_TEXT, ROW_UNREADABLE, STAGE
-from curation.records import Reject
+from curation.core.reasons import CAPTION_MISSING, IMAGE_MISSING, PROMPT_NOT_TEXT, ROW_UNREADABLE, STAGE
+from curation.core.records import Reject
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CAPTION_SUFFIXES = (".json", ".txt")  # in order of preference when a stem has both

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from curation.backends.base import ImprovingThinkingRequest, InitialThinkingRequest, Teacher, TeacherOutput
-from curation.records import Reject
+from curation.core.records import Reject
 from curation.world.analyse import analyse
 from curation.world.thinking import write_improving_thinking, write_initial_thinking
 

@@ -26,9 +26,9 @@ from PIL import Image
 
 from curation.backends.base import (BackendUnavailable, ImageInput, ImprovingThinkingRequest,
                                     InitialThinkingRequest, Teacher, TeacherOutput)
-from curation.paths import templates_dir
-from curation.records import Reject
-from curation.thinking_checks import TeacherText
+from curation.core.paths import templates_dir
+from curation.core.records import Reject
+from curation.core.thinking_checks import TeacherText
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 

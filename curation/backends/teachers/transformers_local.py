@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from curation.backends.base import BackendUnavailable
 from curation.backends.teachers.prompting import ChatTeacher, Completion
-from curation.records import Reject
+from curation.core.records import Reject
 
 
 class TransformersTeacher(ChatTeacher):

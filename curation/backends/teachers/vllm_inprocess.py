@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from curation.backends.base import BackendUnavailable
 from curation.backends.teachers.prompting import ChatTeacher, Completion, Sampling
-from curation.records import Reject
+from curation.core.records import Reject
 
 MISSING_VLLM = ("teacher=vllm needs the vllm package, which is not installed here: on a CUDA machine run "
                 "`pip install 'irgl-curation[vllm]'`, or start `vllm serve` elsewhere and use teacher=vllm_server")

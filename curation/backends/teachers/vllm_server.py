@@ -10,7 +10,7 @@ goes as stored, bytes unchanged; any other is resized to the budget and JPEG-enc
 is prepared once per process, by content hash: the high-quality image goes to both teacher stages,
 and every resample sends its images again. `extra_body` adds server-specific fields (vLLM:
 `top_k`, `repetition_penalty`, `structured_outputs`, ...). All HTTP — pooling,
-time-outs, retries, the API key — goes through `curation.http`. A request that still fails after
+time-outs, retries, the API key — goes through `curation.backends.http`. A request that still fails after
 its last attempt becomes a `Reject` with the client's reason, marked transient so the next run
 tries it again. `check()` asks `GET /models` before any work and names what is wrong in one
 sentence: no server, wrong URL, refused key, or a model the server does not serve.
@@ -29,8 +29,8 @@ from PIL import Image
 from curation.backends.base import BackendUnavailable, ImageInput
 from curation.backends.teachers.prompting import (INLINE_MAX_PIXELS, ChatTeacher, Completion, ImageBudget,
                                                   ImageEncoding, encode_image, fit_image, fitted_size)
-from curation.http import ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats, served_models
-from curation.records import Reject
+from curation.backends.http import ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats, served_models
+from curation.core.records import Reject
 
 
 class VllmServerTeacher(ChatTeacher):

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from curation import schema
-from curation.stages import ALL_STAGES, BasePlanForImproving, TeacherPlanForImproving
-from curation.stages.base import Stage
+from curation.core import schema
+from curation.build.stages import ALL_STAGES, BasePlanForImproving, TeacherPlanForImproving
+from curation.build.stages.base import Stage
 
 # Fields every sample has before any stage runs.
 SAMPLE_FIELDS = {"sample_id", "source_id", "prompt", "lineage"}

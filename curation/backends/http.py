@@ -27,7 +27,7 @@ against a 0.2 s fixed-latency endpoint, 256 requests in flight, one image part e
 (`python benchmarks/teacher_throughput.py --compare-clients`):
 
     client                      share of the ideal rate   client CPU per request
-    curation.http (this)        0.89                      0.54 ms
+    curation.backends.http (this)        0.89                      0.54 ms
     aiohttp, bare               0.86                      0.49 ms
     httpx2 AsyncClient          0.24                      3.2 ms
     openai SDK, default         0.13                      6.0 ms

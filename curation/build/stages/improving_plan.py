@@ -10,9 +10,9 @@ image. Exactly one of the two stages below is in a plan (`plan.build_plan` picks
 
 from __future__ import annotations
 
-from curation.records import Reject, StageOutput
-from curation.stages.base import Stage, StageContext
-from curation.thinking_checks import check_initial_thinking
+from curation.core.records import Reject, StageOutput
+from curation.build.stages.base import Stage, StageContext
+from curation.core.thinking_checks import check_initial_thinking
 
 
 class TeacherPlanForImproving(Stage):

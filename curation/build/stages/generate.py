@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from curation.backends.base import GenerateRequest
-from curation.records import Reject
-from curation.stages.base import StageContext
+from curation.core.records import Reject
+from curation.build.stages.base import StageContext
 
 
 async def generate_and_store(prompt: str, ctx: StageContext):

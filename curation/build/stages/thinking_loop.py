@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Awaitable, Callable, Mapping
 
 from curation.backends.base import TeacherOutput
-from curation.records import Reject, StageOutput
-from curation.stages.base import StageContext
-from curation.thinking_checks import Problem
+from curation.core.records import Reject, StageOutput
+from curation.build.stages.base import StageContext
+from curation.core.thinking_checks import Problem
 
 
 async def ask_until_valid(stage_name: str, field: str, ctx: StageContext,

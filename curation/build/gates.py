@@ -32,31 +32,19 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
-from curation import images
+from curation.core import images
 from curation.backends.base import SourceItem
-from curation.config import ConfigError
-from curation.images import ImageRef
-from curation.records import Reject, Sample
-from curation.store import Store
+from curation.core.config import ConfigError
+from curation.core.images import ImageRef
+from curation.core.records import Reject, Sample
+from curation.build.store import Store
 
-STAGE = "gates"
-
-# Reject reasons, by what is wrong. Sources use the first three for rows they cannot read.
-ROW_UNREADABLE = "row_unreadable"  # the source could not read the row at all (bad JSON line …)
-IMAGE_MISSING = "image_missing"  # the row should carry an image and has none
-CAPTION_MISSING = "caption_missing"  # an image without any caption
-PROMPT_MISSING = "prompt_missing"
-PROMPT_NOT_TEXT = "prompt_not_text"
-PROMPT_EMPTY = "prompt_empty"
-PROMPT_TOO_LONG = "prompt_too_long"
-PROMPT_DUPLICATE = "prompt_duplicate"
-IMAGE_UNDECODABLE = "image_undecodable"  # not an image at all (the header does not parse)
-IMAGE_TRUNCATED = "image_truncated"  # the header parses, the pixel data does not decode
-IMAGE_DECOMPRESSION_BOMB = "image_decompression_bomb"
-IMAGE_TOO_SMALL = "image_too_small"
-IMAGE_ASPECT_RATIO = "image_aspect_ratio"
-IMAGE_DUPLICATE = "image_duplicate"
-IMAGE_NEAR_DUPLICATE = "image_near_duplicate"
+from curation.core.reasons import (
+    STAGE, ROW_UNREADABLE, IMAGE_MISSING, CAPTION_MISSING, PROMPT_MISSING, PROMPT_NOT_TEXT,
+    PROMPT_EMPTY, PROMPT_TOO_LONG, PROMPT_DUPLICATE, IMAGE_UNDECODABLE, IMAGE_TRUNCATED,
+    IMAGE_DECOMPRESSION_BOMB, IMAGE_TOO_SMALL, IMAGE_ASPECT_RATIO, IMAGE_DUPLICATE,
+    IMAGE_NEAR_DUPLICATE,
+)
 
 # C0/C1 control characters other than tab and newlines, and U+FFFD (the mark a failed decode
 # leaves behind): a prompt containing them is not valid text.

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import yaml
 
-from curation import emit, schema
-from curation.figures import STAGE_ROLES, Stats, collect, funnel, plots, stage_order
+from curation.publish import emit
+
+from curation.core import schema
+from curation.publish.figures import STAGE_ROLES, Stats, collect, funnel, plots, stage_order
 
 OFFLINE_PREFIX = "offline-world/"
 ASSETS = "assets"

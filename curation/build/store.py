@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from curation import images
-from curation.images import ImageRef
-from curation.records import Reject, StageOutput, result_from_json
+from curation.core import images
+from curation.core.images import ImageRef
+from curation.core.records import Reject, StageOutput, result_from_json
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (

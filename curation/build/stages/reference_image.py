@@ -6,9 +6,9 @@ image of the improving modes. That is why there is no separate "improved image" 
 
 from __future__ import annotations
 
-from curation.records import Reject, StageOutput
-from curation.stages.base import Stage, StageContext
-from curation.stages.generate import generate_and_store
+from curation.core.records import Reject, StageOutput
+from curation.build.stages.base import Stage, StageContext
+from curation.build.stages.generate import generate_and_store
 
 
 class ReferenceImage(Stage):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from curation.images import ImageRef
+from curation.core.images import ImageRef
 
 
 @dataclass(frozen=True)

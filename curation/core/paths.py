@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent  # curation/ (this file is curation/core/paths.py)
 
 
 def _first_existing(*candidates: Path) -> Path:

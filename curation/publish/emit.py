@@ -22,10 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from curation import __version__, schema
-from curation.images import ImageRef
-from curation.paths import templates_dir
-from curation.records import decode_value
+from curation import __version__
+
+from curation.core import schema
+from curation.core.images import ImageRef
+from curation.core.paths import templates_dir
+from curation.core.records import decode_value
 
 VALIDATE = "validate"
 _UMASK = os.umask(0)

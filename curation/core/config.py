@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from curation.paths import recipes_dir
+from curation.core.paths import recipes_dir
 
 # A key *is* a secret when its last word names one: `api_key`, `hf_token`, `Authorization` — but
 # not `max_tokens` or `api_key_env` (the name of the variable that holds the key).

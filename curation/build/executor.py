@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from curation.backends.base import Backend
-from curation.plan import Plan
-from curation.progress import Progress
-from curation.records import Reject, Sample, StageOutput, encode_value
-from curation.stages.base import Stage, StageContext, derive_seed
-from curation.store import Store
+from curation.build.plan import Plan
+from curation.core.progress import Progress
+from curation.core.records import Reject, Sample, StageOutput, encode_value
+from curation.build.stages.base import Stage, StageContext, derive_seed
+from curation.build.store import Store
 
 
 @dataclass

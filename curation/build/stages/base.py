@@ -20,11 +20,11 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from curation import images
+from curation.core import images
 from curation.backends.base import Backend, ImageInput
-from curation.images import ImageRef
-from curation.records import Reject, StageOutput
-from curation.store import Store
+from curation.core.images import ImageRef
+from curation.core.records import Reject, StageOutput
+from curation.build.store import Store
 
 
 def derive_seed(run_seed: int, sample_id: str, stage: str) -> int:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from curation.backends.base import InitialThinkingRequest
-from curation.records import Reject, StageOutput
-from curation.stages.base import Stage, StageContext
-from curation.stages.thinking_loop import ask_until_valid
-from curation.thinking_checks import check_initial_thinking
+from curation.core.records import Reject, StageOutput
+from curation.build.stages.base import Stage, StageContext
+from curation.build.stages.thinking_loop import ask_until_valid
+from curation.core.thinking_checks import check_initial_thinking
 
 
 class InitialThinking(Stage):

@@ -17,8 +17,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from curation import emit, schema
-from curation.stages import ALL_STAGES
+from curation.publish import emit
+
+from curation.core import schema
+from curation.build.stages import ALL_STAGES
 
 #: Image sizes are read from this many rows per mode: headers only, but every row's bytes are read.
 IMAGE_ROWS = 2000
@@ -69,7 +71,7 @@ class Stats:
     thinking_chars: dict[str, list[int]] = field(default_factory=dict)  # column -> lengths, one per sample
     image_sizes: dict[str, Counter] = field(default_factory=dict)  # field -> Counter[(w, h)], one per image
     image_rows: int = IMAGE_ROWS
-    unreadable_images: int = 0  # `curation.validate` names them; stats only count them
+    unreadable_images: int = 0  # `curation.publish.validate` names them; stats only count them
     unreadable_lineage: int = 0
     cost: dict[str, Cost] = field(default_factory=dict)  # by mode
     models: dict[str, set] = field(default_factory=dict)  # stage -> {(id, revision)}

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import yaml
 
-from curation.paths import schemas_dir
+from curation.core.paths import schemas_dir
 
 MODE_KEYS = (
     "initial_thinking_understanding_learning",

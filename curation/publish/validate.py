@@ -34,8 +34,8 @@ from typing import Any, Sequence
 import pyarrow.parquet as pq
 import yaml
 
-from curation import images, schema
-from curation.manifest import FILENAME as MANIFEST
+from curation.core import images, schema
+from curation.publish.manifest import FILENAME as MANIFEST
 
 CARD = "README.md"
 REJECTS = "rejects/rejects.parquet"

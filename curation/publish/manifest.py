@@ -13,9 +13,11 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig
 
-from curation import __version__, schema
-from curation.config import redact
-from curation.emit import ModeSummary, write_file_atomic
+from curation import __version__
+
+from curation.core import schema
+from curation.core.config import redact
+from curation.publish.emit import ModeSummary, write_file_atomic
 
 PACKAGES = ("datasets", "pyarrow", "pillow", "numpy", "hydra-core", "huggingface_hub", "openai", "torch",
             "transformers", "vllm")

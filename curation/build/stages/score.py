@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from curation.records import Reject, StageOutput
-from curation.stages.base import Stage, StageContext
+from curation.core.records import Reject, StageOutput
+from curation.build.stages.base import Stage, StageContext
 
 
 class Score(Stage):

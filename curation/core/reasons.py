@@ -1,0 +1,24 @@
+"""Reject reasons of the gates, by what is wrong with a source row.
+
+One catalogue, read by the gates and by the sources (which use the first few for rows they
+cannot read at all); a reason is a stable string that lands in the rejects table and the card.
+"""
+
+STAGE = "gates"
+
+# Reject reasons, by what is wrong. Sources use the first three for rows they cannot read.
+ROW_UNREADABLE = "row_unreadable"  # the source could not read the row at all (bad JSON line …)
+IMAGE_MISSING = "image_missing"  # the row should carry an image and has none
+CAPTION_MISSING = "caption_missing"  # an image without any caption
+PROMPT_MISSING = "prompt_missing"
+PROMPT_NOT_TEXT = "prompt_not_text"
+PROMPT_EMPTY = "prompt_empty"
+PROMPT_TOO_LONG = "prompt_too_long"
+PROMPT_DUPLICATE = "prompt_duplicate"
+IMAGE_UNDECODABLE = "image_undecodable"  # not an image at all (the header does not parse)
+IMAGE_TRUNCATED = "image_truncated"  # the header parses, the pixel data does not decode
+IMAGE_DECOMPRESSION_BOMB = "image_decompression_bomb"
+IMAGE_TOO_SMALL = "image_too_small"
+IMAGE_ASPECT_RATIO = "image_aspect_ratio"
+IMAGE_DUPLICATE = "image_duplicate"
+IMAGE_NEAR_DUPLICATE = "image_near_duplicate"

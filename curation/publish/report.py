@@ -1,0 +1,336 @@
+"""`python -m curation.report data=<dataset dir> [out=<folder>]`: a static HTML report to look at.
+
+For the person deciding whether the data is worth GPU-weeks: per mode, pages of trajectories
+(prompt → initial thinking → initial image → improving thinking → improved image, in the mode's
+training order), the rejects grouped by reason with examples, and the run's figures (the same
+ones as the card). It reads only the dataset folder and writes plain files: open `index.html`
+from disk, no server.
+
+Large datasets stay usable: rows are paged (`page_size` per page, one page in memory at a
+time), images appear as small thumbnails that load lazily and link to the full-size file, and
+every image (thumbnail and full size) is written once, named by its content hash, so a re-run
+skips the work and images shared by modes exist once. Text from the data (prompts, thinkings,
+lineage) is untrusted: templates autoescape everything, and pages forbid scripts outright.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import repeat
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import jinja2
+import pyarrow.parquet as pq
+from omegaconf import DictConfig
+from PIL import Image
+
+from curation.publish import card, figures, manifest
+
+from curation.core import schema
+from curation.core.config import load_config, wants_help
+
+TEMPLATES = Path(__file__).resolve().parent / "report_templates"
+USAGE = """usage: python -m curation.report data=<dataset dir> [out=<folder>] [page_size=50] [thumb_px=192]
+  writes <out>/index.html (default out: <data>/report) and prints its path; open it in a browser."""
+#: Below this many rows, starting worker processes costs more than making the thumbnails.
+PARALLEL_ROWS = 500
+# File signatures: the extension of a full-size image comes from its bytes, never from the data's `path`.
+SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"), (b"GIF8", "gif"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    page_size: int = 50
+    thumb_px: int = 192
+    reject_examples: int = 20
+    image_rows: int = figures.IMAGE_ROWS
+    workers: int = 0  # 0: one per CPU
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "Settings":
+        return cls(page_size=int(cfg.page_size), thumb_px=int(cfg.thumb_px), reject_examples=int(cfg.reject_examples),
+                   image_rows=int(cfg.image_rows), workers=int(cfg.workers))
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def write_file(path: Path, data: bytes | str) -> None:
+    """Write whole-or-nothing with the usual permissions (a report is meant to be shared and served)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: workers may race on one image
+    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class ImageView:
+    full: str  # paths relative to the report folder
+    thumb: str
+    width: int = 0
+    height: int = 0
+    error: str = ""  # why the image could not be shown (it does not decode)
+
+
+def _extension(data: bytes) -> str:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((ext for magic, ext in SIGNATURES if data.startswith(magic)), "bin")
+
+
+def make_image(root: str, data: bytes, thumb_px: int) -> ImageView:
+    """Write the full-size file and a JPEG thumbnail, unless a previous run already did."""
+    sha = hashlib.sha256(data).hexdigest()
+    full = f"images/{sha[:2]}/{sha}.{_extension(data)}"
+    thumb = f"thumbs/{sha[:2]}/{sha}-{thumb_px}.jpg"
+    out = Path(root)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if not (out / thumb).is_file():
+                img.load()
+                small = img.convert("RGB")
+                small.thumbnail((thumb_px, thumb_px))
+                buf = io.BytesIO()
+                small.save(buf, format="JPEG", quality=82)
+                write_file(out / thumb, buf.getvalue())
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, DecompressionBombError… for bad bytes
+        return ImageView(full="", thumb="", error=f"does not decode ({type(exc).__name__}: {exc})")
+    if not (out / full).is_file():
+        write_file(out / full, data)
+    return ImageView(full=full, thumb=thumb, width=width, height=height)
+
+
+class Images:
+    """Thumbnails and full-size files for one page at a time, made in worker processes."""
+
+    def __init__(self, out: Path, thumb_px: int, workers: int):
+        self.out, self.thumb_px = out, thumb_px
+        self.done: dict[str, ImageView] = {}  # by sha256 of the bytes: modes share images
+        self.pool = (ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None)
+
+    def views(self, blobs: list[bytes]) -> list[ImageView]:
+        keys = [hashlib.sha256(b).hexdigest() for b in blobs]
+        todo = {k: b for k, b in zip(keys, blobs, strict=True) if k not in self.done}
+        root = str(self.out)
+        if self.pool is None:
+            made = [make_image(root, b, self.thumb_px) for b in todo.values()]
+        else:
+            made = list(self.pool.map(make_image, repeat(root), todo.values(), repeat(self.thumb_px)))
+        self.done.update(zip(todo, made, strict=True))
+        return [self.done[k] for k in keys]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+# ----------------------------------------------------------------------------- rows → trajectories
+
+
+@dataclass
+class Segment:
+    column: str
+    label: str
+    kind: str  # "text" | "image"
+    turn: str
+    loss: bool
+    text: str | None = None
+    image: ImageView | None = None
+    missing: bool = False  # the shard has no such column, or the row no value
+
+
+@dataclass
+class Trajectory:
+    number: int  # 1-based position in the mode
+    sample_id: str
+    source_id: str
+    segments: list[Segment]
+    stages: list[tuple[str, str, str]]  # (stage, backend id, notes)
+    lineage_json: str
+
+
+def _label(col: schema.Column) -> str:
+    label = col.name.replace("_", " ")
+    return f"{label} (high-quality)" if col.source == "hq_image" and "improved" not in col.name else label
+
+
+def _notes(info: dict) -> str:
+    """One line per stage from its lineage: attempts, defects, tokens … (keys vary by backend)."""
+    parts = []
+    for key, value in sorted(info.items()):
+        if key in ("backend", "key", "seed"):
+            continue
+        if isinstance(value, list):
+            kinds = [v.get("kind", "?") if isinstance(v, dict) else str(v) for v in value]
+            parts.append(f"{key}: {', '.join(kinds) if kinds else 'none'}")
+        elif not isinstance(value, dict):
+            parts.append(f"{key}: {value}")
+    return " · ".join(parts)
+
+
+def _stages(lineage: dict) -> list[tuple[str, str, str]]:
+    return [(stage, str((info.get("backend") or {}).get("id", "")), _notes(info))
+            for stage, info in lineage.get("stages", {}).items()]
+
+
+def iter_rows(data: Path, mode: str) -> Iterator[dict]:
+    """Rows of a mode in shard order, one row group in memory at a time; absent columns are absent."""
+    wanted = schema.load(mode).column_names
+    for path in sorted((data / "data" / mode).glob("*.parquet")):
+        reader = pq.ParquetFile(path)
+        columns = [c for c in wanted if c in reader.schema_arrow.names]
+        for group in range(reader.num_row_groups):
+            yield from reader.read_row_group(group, columns=columns).to_pylist()
+
+
+def trajectories(rows: list[dict], first: int, mode_schema: schema.ModeSchema, images: Images) -> list[Trajectory]:
+    by_name = {c.name: c for c in mode_schema.columns}
+    blobs = [row[s.column]["bytes"] for row in rows for s in mode_schema.sequence
+             if by_name[s.column].is_image and (row.get(s.column) or {}).get("bytes") is not None]
+    views = iter(images.views(blobs))
+    out = []
+    for i, row in enumerate(rows):
+        segments = []
+        for seg in mode_schema.sequence:
+            col = by_name[seg.column]
+            s = Segment(seg.column, _label(col), "image" if col.is_image else "text", seg.turn, seg.loss)
+            value = row.get(seg.column)
+            if col.is_image and (value or {}).get("bytes") is not None:
+                s.image = next(views)
+            elif not col.is_image and value is not None:
+                s.text = value
+            else:
+                s.missing = True
+            segments.append(s)
+        lineage = _parse_lineage(row.get("lineage"))
+        out.append(Trajectory(first + i, str(row.get("sample_id")), str(row.get("source_id")), segments,
+                              _stages(lineage), json.dumps(lineage, indent=1, ensure_ascii=False)))
+    return out
+
+
+def _parse_lineage(text: str | None) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {"unparsable lineage": text}
+    return value if isinstance(value, dict) else {"lineage": value}
+
+
+# ----------------------------------------------------------------------------- pages
+
+
+def environment() -> jinja2.Environment:
+    # autoescape=True for every template (their names end in .j2, which select_autoescape would miss).
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+@dataclass
+class ModePages:
+    mode: str
+    short: str
+    rows: int = 0
+    pages: list[tuple[str, str, str]] = field(default_factory=list)  # (file, first sample id, last sample id)
+
+
+def page_name(number: int) -> str:
+    return f"page-{number:05d}.html"
+
+
+def write_mode(data: Path, out: Path, mode: str, env: jinja2.Environment, images: Images, settings: Settings,
+               prompts: dict[str, str]) -> ModePages:
+    mode_schema = schema.load(mode)
+    result = ModePages(mode, mode_schema.short)
+    rows_in_shards = sum(pq.ParquetFile(p).metadata.num_rows for p in (data / "data" / mode).glob("*.parquet"))
+    total_pages = max(1, -(-rows_in_shards // settings.page_size))
+    template = env.get_template("mode_page.html.j2")
+    (out / mode).mkdir(parents=True, exist_ok=True)
+
+    def flush(rows: list[dict]) -> None:
+        number = len(result.pages) + 1
+        items = trajectories(rows, result.rows + 1, mode_schema, images)
+        html = template.render(root="../", mode=mode, mode_schema=mode_schema, page=number, pages=total_pages,
+                               page_name=page_name, trajectories=items, first=result.rows + 1)
+        write_file(out / mode / page_name(number), html)
+        first_id, last_id = (items[0].sample_id, items[-1].sample_id) if items else ("", "")
+        result.pages.append((page_name(number), first_id, last_id))
+        result.rows += len(rows)
+
+    batch: list[dict] = []
+    for row in iter_rows(data, mode):
+        if isinstance(row.get("prompt"), str):
+            prompts.setdefault(str(row.get("sample_id")), row["prompt"])
+        batch.append(row)
+        if len(batch) == settings.page_size:
+            flush(batch)
+            batch = []
+    if batch or not result.pages:
+        flush(batch)
+    for stale in (out / mode).glob("page-*.html"):  # pages of an earlier, longer report
+        if stale.name not in {name for name, _, _ in result.pages}:
+            stale.unlink()
+    return result
+
+
+@dataclass
+class RejectGroup:
+    reason: str  # stage/reason
+    count: int
+    modes: dict[str, int]
+    examples: list[dict]
+
+
+def reject_groups(data: Path, prompts: dict[str, str], examples: int) -> list[RejectGroup]:
+    path = data / "rejects" / "rejects.parquet"
+    if not path.is_file():
+        return []
+    groups: dict[str, RejectGroup] = {}
+    for row in pq.read_table(path).to_pylist():
+        key = f"{row['stage']}/{row['reason']}"
+        group = groups.setdefault(key, RejectGroup(key, 0, {}, []))
+        group.count += 1
+        group.modes[row["mode"]] = group.modes.get(row["mode"], 0) + 1
+        if len(group.examples) < examples:
+            group.examples.append({**row, "prompt": prompts.get(row["sample_id"], "")})
+    return sorted(groups.values(), key=lambda g: (-g.count, g.reason))
+
+
+def build(data: Path, out: Path, settings: Settings) -> Path:
+    data, out = Path(data), Path(out)
+    doc = manifest.read(data)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    shutil.copyfile(TEMPLATES / "report.css", out / "report.css")
+    stats = figures.collect(data, doc, image_rows=settings.image_rows)
+    pngs = {name: base64.b64encode(png).decode("ascii") for name, png in figures.plots(doc, stats).items()}
+    rows = sum(entry["accepted"] for entry in doc["modes"].values())
+    workers = settings.workers or ((os.cpu_count() or 1) if rows >= PARALLEL_ROWS else 1)
+    images = Images(out, settings.thumb_px, workers)
+    prompts: dict[str, str] = {}
+    try:
+        modes = [write_mode(data, out, mode, env, images, settings, prompts) for mode in doc["modes"]]
+    finally:
+        images.close()
+    groups = reject_groups(data, prompts, settings.reject_examples)
+    write_file(out / "rejects.html", env.get_template("rejects.html.j2").render(
+        root="", groups=groups, total=sum(g.count for g in groups)))
+    offline = any(str(b.get("id", "")).startswith(card.OFFLINE_PREFIX) for b in doc["backends"].values())
+    index = env.get_template("index.html.j2").render(
+        root="", doc=doc, modes=modes, figures=pngs, stats=stats, offline=offline, groups=groups,
+        rates={m: {s: f"{p / e:.1%}" if e else "—" for s, e, p in figures.funnel(entry)}
+               for m, entry in doc["modes"].items()},
+        stages=figures.stage_order(doc),
+        data=str(data.resolve()))
+    write_file(out / "index.html", index)
+    return out / "index.html"
