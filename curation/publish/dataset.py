@@ -39,8 +39,8 @@ class DatasetWriter:
                         for mode in mode_stages}
         self._rejects = RejectsWriter(self.staging / REJECTS)
 
-    def accept(self, mode: str, row: dict[str, Any]) -> None:
-        self._shards[mode].write(row)
+    def accept(self, mode: str, row: dict[str, Any], nbytes: int | None = None) -> None:
+        self._shards[mode].write(row, nbytes)
         summary = self.summaries[mode]
         summary.sourced += 1
         summary.accepted += 1

@@ -40,29 +40,79 @@ def load_questions() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- rows
 
 
-def row_lineage(outcome: Outcome, mode: str, stage_names: tuple[str, ...], identities: dict[str, Any],
-                role_of: dict[str, str | None], template_versions: dict[str, Any]) -> str:
-    lineage = {
-        "sample_id": outcome.sample_id,
-        "source_id": outcome.source_id,
-        "mode": mode,
-        "pipeline_version": __version__,
-        "schema_version": schema.schema_version(),
-        "templates": template_versions,
-        "source": outcome.lineage.get("source", {}),
-        "stages": {name: {"backend": identities.get(role_of[name]), **outcome.lineage.get(name, {})}
-                   for name in stage_names},
-    }
-    return json.dumps(lineage, sort_keys=True, ensure_ascii=False)
+class LineageWriter:
+    """A row's `lineage` column: JSON with sorted keys, made from one sample's outcome.
+
+    Equal to `json.dumps(as_dict(...), sort_keys=True, ensure_ascii=False)` (a test checks it),
+    but assembled from parts serialised once: the run's constants once per emit, each stage's
+    part once per sample, shared by every mode that lists the stage (emit is a hot loop: six
+    modes per sample for `recipe=all`). The top-level keys, in sorted order, are: mode,
+    pipeline_version, sample_id, schema_version, source, source_id, stages, templates.
+    """
+
+    def __init__(self, identities: dict[str, Any], role_of: dict[str, str | None], template_versions: dict[str, Any]):
+        self.identities = identities
+        self.role_of = role_of
+        self._template_versions = template_versions
+        self._pipeline = f'"pipeline_version": {_json(__version__)}, '
+        self._schema = f'"schema_version": {_json(schema.schema_version())}, '
+        self._templates = f'"templates": {_json(template_versions)}}}'
+
+    def for_sample(self, outcome: Outcome, stage_names: Iterable[str]) -> "_SampleLineage":
+        parts = {name: f"{_json(name)}: " + _json({"backend": self.identities.get(self.role_of[name]),
+                                                   **outcome.lineage.get(name, {})})
+                 for name in stage_names}
+        middle = (f'"sample_id": {_json(outcome.sample_id)}, {self._schema}'
+                  f'"source": {_json(outcome.lineage.get("source", {}))}, "source_id": {_json(outcome.source_id)}, ')
+        return _SampleLineage(self, parts, middle)
+
+    def as_dict(self, outcome: Outcome, mode: str, stage_names: tuple[str, ...]) -> dict[str, Any]:
+        """The lineage as a plain dict (what the JSON says)."""
+        return {"sample_id": outcome.sample_id, "source_id": outcome.source_id, "mode": mode,
+                "pipeline_version": __version__, "schema_version": schema.schema_version(),
+                "templates": self._template_versions, "source": outcome.lineage.get("source", {}),
+                "stages": {name: {"backend": self.identities.get(self.role_of[name]), **outcome.lineage.get(name, {})}
+                           for name in stage_names}}
 
 
-def build_row(mode_schema: schema.ModeSchema, outcome: Outcome, lineage: str, questions: dict[str, Any],
-              image_bytes: Callable[[ImageRef], bytes]) -> dict[str, Any] | tuple[str, str]:
-    """A row of the mode, or `(reason, detail)` when the outcome cannot make a valid one."""
-    values = {"sample_id": outcome.sample_id, "source_id": outcome.source_id, "lineage": lineage, **outcome.fields}
+@dataclass(frozen=True)
+class _SampleLineage:
+    writer: LineageWriter
+    parts: dict[str, str]
+    middle: str
+
+    def json(self, mode: str, stage_names: tuple[str, ...]) -> str:
+        stages = ", ".join(self.parts[n] for n in sorted(stage_names))
+        return (f'{{"mode": {_json(mode)}, {self.writer._pipeline}{self.middle}"stages": {{{stages}}}, '
+                f'{self.writer._templates}')
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class _ColumnPlan:
+    name: str
+    is_image: bool
+    required: bool
+    source: str
+    constant: str | None  # a question template's text
+
+
+def column_plans(mode_schema: schema.ModeSchema, questions: dict[str, Any]) -> tuple[_ColumnPlan, ...]:
+    return tuple(_ColumnPlan(c.name, c.is_image, c.required, c.source,
+                             questions[c.template] if c.template else None) for c in mode_schema.columns)
+
+
+def build_row(columns: tuple[_ColumnPlan, ...], values: dict[str, Any],
+              image_bytes: Callable[[ImageRef], bytes]) -> tuple[dict[str, Any], int] | tuple[str, str]:
+    """A row of the mode and its size in bytes, or `(reason, detail)` when the values cannot make a
+    valid one. `values` maps pipeline fields (and sample_id, source_id, lineage) to values."""
     row: dict[str, Any] = {}
-    for col in mode_schema.columns:
-        value = questions[col.template] if col.template else values.get(col.source)
+    size = 0
+    for col in columns:
+        value = col.constant if col.constant is not None else values.get(col.source)
         if value is None:
             if col.required:
                 return "missing_required_column", f"{col.name} (from {col.source}) has no value"
@@ -71,16 +121,18 @@ def build_row(mode_schema: schema.ModeSchema, outcome: Outcome, lineage: str, qu
         if col.is_image:
             if not isinstance(value, ImageRef):
                 return "bad_column_type", f"{col.name} should be an image, got {type(value).__name__}"
-            row[col.name] = {"bytes": image_bytes(value), "path": value.filename}
+            data = image_bytes(value)
+            row[col.name] = {"bytes": data, "path": value.filename}
+            size += len(data)
         else:
             if not isinstance(value, str):
                 return "bad_column_type", f"{col.name} should be text, got {type(value).__name__}"
             try:
-                value.encode("utf-8")
+                size += len(value.encode("utf-8"))
             except UnicodeEncodeError as exc:
                 return "invalid_text", f"{col.name}: {exc}"
             row[col.name] = value
-    return row
+    return row, size
 
 
 def row_nbytes(row: dict[str, Any]) -> int:
@@ -116,14 +168,14 @@ class ShardWriter:
         self._shard_size = 0
         folder.mkdir(parents=True, exist_ok=True)
 
-    def write(self, row: dict[str, Any]) -> None:
+    def write(self, row: dict[str, Any], nbytes: int | None = None) -> None:
         if self._writer is None:
             path = self.folder / f".part-{len(self._parts):05d}.parquet"
             self._writer = pq.ParquetWriter(path, self.schema, **PARQUET_SETTINGS)
             self._parts.append((path, 0))
         self._buffer.append(row)
         self._shard_rows += 1
-        self._shard_size += row_nbytes(row)
+        self._shard_size += row_nbytes(row) if nbytes is None else nbytes
         if len(self._buffer) >= self.row_group_rows:
             self._flush()
         if self._shard_size >= self.shard_bytes:
@@ -231,16 +283,20 @@ def emit_outcomes(outcomes: Iterable[Outcome], plan: EmitPlan, writer: "DatasetS
                   image_bytes: Callable[[ImageRef], bytes]) -> None:
     """Every outcome, read once, into every mode that takes its sample (rows or rejects)."""
     questions = load_questions()
-    template_versions = {"questions": questions["version"]}
-    schemas = {mode: schema.load(mode) for mode in plan.modes}
+    lineage = LineageWriter(plan.identities, plan.role_of, {"questions": questions["version"]})
+    columns = {mode: column_plans(schema.load(mode), questions) for mode in plan.modes}
+    all_stages = sorted({s for stages in plan.mode_stages.values() for s in stages})
     for outcome in outcomes:
         cache: dict[str, bytes] = {}
 
         def read_image(ref: ImageRef) -> bytes:  # an image shared by several modes is read once
-            if ref.sha256 not in cache:
-                cache[ref.sha256] = image_bytes(ref)
-            return cache[ref.sha256]
+            data = cache.get(ref.sha256)
+            if data is None:
+                data = cache[ref.sha256] = image_bytes(ref)
+            return data
 
+        sample_lineage = None
+        values = {"sample_id": outcome.sample_id, "source_id": outcome.source_id, **outcome.fields}
         for mode, count in plan.modes.items():
             if outcome.index >= count:
                 continue
@@ -249,15 +305,17 @@ def emit_outcomes(outcomes: Iterable[Outcome], plan: EmitPlan, writer: "DatasetS
             if failed is not None:
                 writer.reject(mode, outcome, failed.stage, failed.reason, failed.detail)
                 continue
-            lineage = row_lineage(outcome, mode, stages, plan.identities, plan.role_of, template_versions)
-            row = build_row(schemas[mode], outcome, lineage, questions, read_image)
-            if isinstance(row, tuple):
+            if sample_lineage is None:
+                sample_lineage = lineage.for_sample(outcome, all_stages)
+            values["lineage"] = sample_lineage.json(mode, stages)
+            row = build_row(columns[mode], values, read_image)
+            if isinstance(row[0], str):
                 writer.reject(mode, outcome, VALIDATE, *row)
             else:
-                writer.accept(mode, row)
+                writer.accept(mode, *row)
 
 
 class DatasetSink(Protocol):
-    def accept(self, mode: str, row: dict[str, Any]) -> None: ...
+    def accept(self, mode: str, row: dict[str, Any], nbytes: int | None = None) -> None: ...
 
     def reject(self, mode: str, outcome: Outcome, stage: str, reason: str, detail: str) -> None: ...

@@ -91,3 +91,22 @@ def test_a_path_that_cannot_be_created_is_one_sentence(tmp_path, knob, capsys, m
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {knob}=") and "cannot be created" in err[0]
+
+
+def test_lineage_column_is_canonical_json_of_its_dict(tmp_path):
+    """Emit assembles the lineage from parts serialised once per sample: it must be exactly the
+    sorted-keys JSON of the lineage dict (what `json.dumps` would write), in every mode."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    out = build(tmp_path, "recipe=all", "n=4")
+    seen = 0
+    for path in sorted((out / "data").rglob("*.parquet")):
+        for text in pq.read_table(path, columns=["lineage"])["lineage"].to_pylist():
+            parsed = json.loads(text)
+            assert text == json.dumps(parsed, sort_keys=True, ensure_ascii=False)
+            assert parsed["mode"] == path.parent.name and set(parsed["stages"]) == set(
+                manifest.read(out)["modes"][parsed["mode"]]["stages"])
+            seen += 1
+    assert seen > 0
