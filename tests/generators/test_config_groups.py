@@ -60,9 +60,8 @@ def test_both_ways_of_running_bagel_share_one_set_of_guidance_settings(monkeypat
 @pytest.mark.parametrize("renorm, accepted", [("global", True), ("channel", True), ("text_channel", True),
                                               ("local", False), ("sideways", False)])
 def test_renorm_types_are_exactly_those_bagel_implements(option, renorm, accepted):
-    cfg = load_config("config", [f"generator={option}", "generator.repo_dir=/src/Bagel",
-                                 "generator.model_dir=/models/BAGEL-7B-MoT", f"generator.guidance.cfg_renorm_type={renorm}"]
-                      if option == "bagel" else [f"generator={option}", f"generator.guidance.cfg_renorm_type={renorm}"])
+    paths = ["generator.repo_dir=/src/Bagel", "generator.model_dir=/models/BAGEL-7B-MoT"] if option == "bagel" else []
+    cfg = load_config("config", [f"generator={option}", *paths, f"generator.guidance.cfg_renorm_type={renorm}"])
     if accepted:
         assert build_backend("generator", cfg.generator).identity()["settings"]["cfg_renorm_type"] == renorm
     else:

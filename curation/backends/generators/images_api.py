@@ -41,6 +41,7 @@ from typing import Any, Mapping
 from curation.core import images
 from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
 from curation.backends.http import ApiKeyMissing, HttpClient, HttpSettings, RequestFailed, RequestStats, served_models
+from curation.core.config import redact_text
 from curation.core.records import Reject
 
 
@@ -58,7 +59,8 @@ class HttpImageGenerator(ImageGenerator):
             raise BackendUnavailable(f"{self.group}.base_url is not set: give the API root, e.g. http://host:8000/v1")
         if not model:
             raise BackendUnavailable(f"{self.group}.model is not set: name the model to ask the server at "
-                                     f"{base_url} for (it is sent with every request and recorded with each image)")
+                                     f"{redact_text(base_url)} for (it is sent with every request and recorded "
+                                     "with each image)")
         self.base_url = base_url.rstrip("/")
         self.model = str(model)
         self.revision = revision
@@ -103,7 +105,7 @@ class HttpImageGenerator(ImageGenerator):
         served = await served_models(self.http_settings, group=self.group, serve_hint=self.serve_hint,
                                      timeout_s=self.check_timeout_s)
         if self.model not in served:
-            raise BackendUnavailable(f"the server at {self.base_url} serves {served or 'no models'}, not "
+            raise BackendUnavailable(f"the server at {redact_text(self.base_url)} serves {served or 'no models'}, not "
                                      f"{self.model!r}: set {self.group}.model to one of those")
 
     async def generate(self, request: GenerateRequest) -> GeneratedImage | Reject:

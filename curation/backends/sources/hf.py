@@ -28,6 +28,7 @@ import pyarrow as pa
 from curation.backends.base import BackendUnavailable, Source, SourceItem
 from curation.backends.sources.folder import image_from_value
 from curation.backends.sources.rows import RowIds, decode_rows
+from curation.core.config import redact_text
 from curation.core.reasons import IMAGE_MISSING, ROW_UNREADABLE, STAGE
 from curation.core.records import Reject
 
@@ -50,11 +51,13 @@ def read_image_url(url: str) -> bytes | Reject:
         with fsspec.open(url, "rb") as fh:
             return fh.read()
     except FileNotFoundError:
-        return Reject(STAGE, IMAGE_MISSING, f"{url} does not exist")
+        return Reject(STAGE, IMAGE_MISSING, f"{redact_text(url)} does not exist")
     except (ValueError, ImportError) as exc:  # a protocol fsspec does not know, or whose package is missing
-        return Reject(STAGE, ROW_UNREADABLE, f"{url} cannot be opened: {type(exc).__name__}: {exc}")
+        return Reject(STAGE, ROW_UNREADABLE, f"{redact_text(url)} cannot be opened: {type(exc).__name__}: "
+                                             f"{redact_text(str(exc))}")
     except OSError as exc:  # network and server errors: the next run tries again
-        return Reject(STAGE, ROW_UNREADABLE, f"{url}: {type(exc).__name__}: {exc}", transient=True)
+        return Reject(STAGE, ROW_UNREADABLE, f"{redact_text(url)}: {type(exc).__name__}: {redact_text(str(exc))}",
+                      transient=True)
 
 
 class HFSource(Source):
@@ -83,7 +86,8 @@ class HFSource(Source):
         settings = {"split": self.split, "prompt_column": self.prompt_column, "image_column": self.image_column}
         if self.id_column is not None:  # without it the identity (so every sample id) stays as before
             settings["id_column"] = self.id_column
-        return {"id": f"hf:{self.path}" + (f":{self.name}" if self.name else ""),
+        # A URL's credentials are not part of it (they change; the data does not), and never reach lineage.
+        return {"id": f"hf:{redact_text(self.path)}" + (f":{self.name}" if self.name else ""),
                 "revision": self.revision or ("local" if self._local else "unpinned"), "settings": settings}
 
     # ------------------------------------------------------------------ start-up
@@ -140,7 +144,7 @@ class HFSource(Source):
             raise
         except Exception as exc:  # datasets raises many types: missing repo, no network, bad split …
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise BackendUnavailable(f"source=hf could not load {self.path!r} split {self.split!r}: "
+            raise BackendUnavailable(f"source=hf could not load {redact_text(self.path)!r} split {self.split!r}: "
                                      f"{type(exc).__name__}: {first_line}") from exc
         if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
             if self.split not in dataset:
