@@ -22,3 +22,12 @@ IMAGE_TOO_SMALL = "image_too_small"
 IMAGE_ASPECT_RATIO = "image_aspect_ratio"
 IMAGE_DUPLICATE = "image_duplicate"
 IMAGE_NEAR_DUPLICATE = "image_near_duplicate"
+
+# Reject reasons of the quality stages (curation/build/stages/*_quality.py, improvement.py) and of
+# the semantic dedup (curation/build/semantic_dedup.py).
+LOW_ALIGNMENT = "low_alignment"  # image–prompt alignment below the stage's min_alignment
+LOW_AESTHETIC = "low_aesthetic"  # aesthetic score below min_aesthetic
+UNSAFE = "unsafe"  # unsafe probability above max_unsafe
+IMPROVED_NOT_BETTER = "improved_not_better"  # hq alignment − initial alignment below min_margin
+SCORE_NOT_MEASURED = "score_not_measured"  # a threshold is set on a score the scorer does not measure
+SEMANTIC_DUPLICATE = "semantic_duplicate"  # embedding cosine ≥ threshold with a smaller sample id
