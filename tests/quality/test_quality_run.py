@@ -49,9 +49,10 @@ NO_FLOOR = "stages.hq_image_quality.min_alignment=null"  # clip.yaml's default f
 def test_plan_puts_quality_stages_in_every_mode_before_the_teacher():
     modes = {m: 4 for m in schema.MODE_KEYS}
     plan = build_plan(modes, source_provides_images=True, with_checker=False, with_scorer=True)
+    teacher_stages = {s.name for s in plan.stages if s.role == "teacher"}
     for mode, stages in plan.mode_stages.items():
-        assert stages.index("hq_image_quality") < stages.index("initial_thinking") if "initial_thinking" in stages \
-            else "hq_image_quality" in stages
+        first_teacher = min(stages.index(s) for s in teacher_stages if s in stages)
+        assert stages.index("score_hq_image") < stages.index("hq_image_quality") < first_teacher
         uses_initial = "initial_image" in stages
         assert uses_initial == ("improvement" in stages) == ("initial_image_quality" in stages)
         if uses_initial:
