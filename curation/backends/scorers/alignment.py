@@ -17,7 +17,7 @@ from PIL import Image
 from curation.backends.base import BackendUnavailable
 
 # Model types whose forward pass returns normalised `text_embeds` and `image_embeds`.
-SUPPORTED_TYPES = ("clip", "siglip", "siglip2")
+SUPPORTED_TYPES = ("clip", "siglip")  # SigLIP 2 (flattened patches) is not tested here: not claimed
 
 
 @dataclass(frozen=True)
