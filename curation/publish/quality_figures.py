@@ -160,7 +160,8 @@ def card_lines(summary: Mapping | None, assets: Iterable[str] = ()) -> list[str]
     if not summary:
         return []
     assets = set(assets)
-    lines = ["## Quality checks", "", "| mode | check | checked | accepted | rejects by reason |", "|---|---|---|---|---|"]
+    lines = ["## Quality checks", "", "| mode | check | checked | accepted | rejects by reason |",
+             "|---|---|---|---|---|"]
     for mode, entry in summary["modes"].items():
         for stage, count in entry["checks"].items():
             reasons = ", ".join(f"{r}: {n}" for r, n in sorted(count["rejected"].items())) or "none"

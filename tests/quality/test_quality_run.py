@@ -15,7 +15,6 @@ import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from curation.build.plan import build_plan
 from curation.core import schema
@@ -129,12 +128,14 @@ def test_improvement_margin_rejects_exactly_the_rows_below_it_without_scoring_ag
     gains = {}
     for row in kept:
         improvement = json.loads(row["lineage"])["stages"]["improvement"]
-        assert improvement["gain"] == pytest.approx(improvement["improved_alignment"] - improvement["initial_alignment"])
+        improved, initial = improvement["improved_alignment"], improvement["initial_alignment"]
+        assert improvement["gain"] == pytest.approx(improved - initial)
         assert "alignment" in json.loads(row["lineage"])["stages"]["score_initial_image"]
         gains[row["source_id"]] = improvement["gain"]
     margin = float(np.median(sorted(gains.values())))
 
-    second = hf_run(tmp_path, planted_source, "recipe=improving_full", f"stages.improvement.min_margin={margin}", NO_FLOOR,
+    second = hf_run(tmp_path, planted_source, "recipe=improving_full", f"stages.improvement.min_margin={margin}",
+                    NO_FLOOR,
                     f"out={tmp_path / 'margin'}")
     rejects = pq.read_table(second / "rejects" / "rejects.parquet").to_pylist()
     got = {r["source_id"]: r["reason"] for r in rejects if r["mode"] == IMPROVING}

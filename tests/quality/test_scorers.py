@@ -77,7 +77,8 @@ def test_siglip_alignment_is_the_cosine_of_its_own_embeddings(tiny_models):
     results = score_all(scorer, prompts, images)
 
     from transformers import AutoModel, AutoProcessor
-    model, processor = AutoModel.from_pretrained(tiny_models["siglip"]), AutoProcessor.from_pretrained(tiny_models["siglip"])
+    model = AutoModel.from_pretrained(tiny_models["siglip"])
+    processor = AutoProcessor.from_pretrained(tiny_models["siglip"])
     inputs = processor(text=prompts, images=images, return_tensors="pt", padding="max_length", truncation=True,
                        max_length=16)
     with torch.inference_mode():
