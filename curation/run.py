@@ -40,7 +40,7 @@ __all__ = ["build_backend", "main", "run"]
 USAGE = """usage: python -m curation.run recipe=<mode key | short name | all> [key=value ...]
   e.g. python -m curation.run recipe=improving_full n=100 out=outputs/demo
        python -m curation.run recipe=all teacher=vllm_server teacher.base_url=http://host:8000/v1
-  knobs: n seed image_size out cache shard num_shards teacher= generator= source= reference= checker=
+  knobs: n seed image_size out cache shard num_shards teacher= generator= source= reference= checker= scorer=
   see recipes/config.yaml for every knob and README.md for the backends."""
 
 
@@ -70,8 +70,9 @@ def run(cfg: DictConfig) -> Path:
     gate_settings = GateSettings.from_config(cfg.gates)
     source: Source = build_backend("source", cfg.source)
     with_checker = cfg.get("checker") is not None and "_target_" in cfg.checker
+    with_scorer = cfg.get("scorer") is not None and "_target_" in cfg.scorer
     plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images, with_checker=with_checker,
-                      improving_initial_thinking=cfg.improving_initial_thinking)
+                      improving_initial_thinking=cfg.improving_initial_thinking, with_scorer=with_scorer)
     backends = build_backends(cfg, (s.role for s in plan.stages if s.role))
     for backend in (source, *backends.values()):
         backend.check()  # before any work: one clear sentence if a backend cannot run
