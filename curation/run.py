@@ -34,6 +34,8 @@ from curation.publish import manifest
 from curation.publish.dataset import DatasetWriter, publish_manifest
 from curation.publish.emit import EmitPlan, EmitSettings, emit_outcomes
 from curation.publish.manifest import CheckerScores, Manifest, RunAccount
+from curation.publish.quality_figures import CHECKS as QUALITY_CHECKS
+from curation.publish.quality_figures import QualitySummary
 
 __all__ = ["build_backend", "main", "run"]
 
@@ -135,14 +137,17 @@ def publish(out: Path, plan: Plan, store: Store, run_key: str, identities: dict,
     writer = DatasetWriter(out, plan.mode_stages, EmitSettings(**OmegaConf.to_container(cfg.emit)),
                            staging_name=f".staging-{run_key[:8]}")
     checker = CheckerScores()
+    quality = QualitySummary(plan.modes, plan.mode_stages,
+                             {s: OmegaConf.to_container(cfg.stages).get(s, {}) for s in QUALITY_CHECKS})
     emit_started = time.monotonic()  # after the writers exist (loading the schemas imports `datasets`)
-    emit_outcomes(checker.observe(store.iter_outcomes(run_key)), emit_plan, writer, store.image_bytes)
+    outcomes = quality.observe(checker.observe(store.iter_outcomes(run_key)))
+    emit_outcomes(outcomes, emit_plan, writer, store.image_bytes)
     summaries = writer.finish()
     now = time.monotonic()
     account = RunAccount(backend_calls=stats.computed, cached=stats.cached, rejected=stats.rejected,
                          elapsed_s=now - started, emit_s=now - emit_started, backends=accounting,
                          first_result_s=None if stats.first_result_at is None else stats.first_result_at - started)
-    doc = manifest.for_run(cfg, summaries, identities, account, checker)
+    doc = manifest.for_run(cfg, summaries, identities, account, checker, quality.to_json())
     publish_manifest(out, doc)
     return doc
 

@@ -1,9 +1,8 @@
 """What the quality stages found, for the card and the report: score histograms per mode and the
 accept rate of each quality check.
 
-`summarise` reads the run's outcomes once (every sample, accepted or not: a histogram of accepted
-rows only would hide the tail a threshold cut off) and returns a small JSON summary — fixed-bin
-histograms, counts and the thresholds — for the manifest. `plots` and `card_lines` draw it.
+`QualitySummary` sees the run's outcomes once, while emit reads them, and gives a small JSON summary
+— histograms, counts and the thresholds — for the manifest. `plots` and `card_lines` draw it.
 Both are pure functions of the summary, so the same run gives byte-identical PNGs and text.
 """
 
@@ -36,55 +35,87 @@ def _read(lineage: Mapping, path: tuple[str, ...]) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def summarise(outcomes: Iterable[Mapping], modes_for, mode_stages: Mapping[str, tuple[str, ...]],
-              thresholds: Mapping[str, Mapping] | None = None) -> dict[str, Any] | None:
-    """`{mode: {"scores": {label: histogram}, "checks": {stage: {...}}}, "thresholds": ...}`, or None
-    when no mode ran a quality check.
+# Each score is counted into FINE_BINS fixed bins over the range it can take (values outside it
+# fall into the end bins; min and max are kept exactly), so memory is bounded whatever the number
+# of samples; the figures then show BINS bins spanning the values actually seen.
+FINE_BINS = 2000
+RANGES = {"alignment": (-1.0, 1.0), "aesthetic": (0.0, 10.0), "unsafe": (0.0, 1.0), "gain": (-2.0, 2.0)}
 
-    `outcomes` are the executor's per-sample records (`index`, `lineage` by stage, `rejects` by
-    stage); `modes_for(index)` names the modes a sample was sourced for (`Plan.modes_for`).
-    """
-    modes = [m for m, stages in mode_stages.items() if set(CHECKS) & set(stages)]
-    if not modes:
-        return None
-    values = {m: {label: [] for label, _, _ in SCORES} for m in modes}
-    checks = {m: {s: {"checked": 0, "passed": 0, "rejected": {}} for s in CHECKS if s in mode_stages[m]}
-              for m in modes}
-    for outcome in outcomes:
-        lineage, rejects = outcome.get("lineage", {}), outcome.get("rejects", {})
-        for mode in modes_for(outcome["index"]):
-            if mode not in values:
+
+class _Histogram:
+    def __init__(self, low: float, high: float):
+        self.low, self.high = low, high
+        self.counts = np.zeros(FINE_BINS, dtype=np.int64)
+        self.n, self.total, self.min, self.max = 0, 0.0, float("inf"), float("-inf")
+
+    def add(self, value: float) -> None:
+        i = int((value - self.low) / (self.high - self.low) * FINE_BINS)
+        self.counts[min(max(i, 0), FINE_BINS - 1)] += 1
+        self.n += 1
+        self.total += value
+        self.min, self.max = min(self.min, value), max(self.max, value)
+
+    def to_json(self) -> dict[str, Any]:
+        width = (self.high - self.low) / FINE_BINS
+        first = int(np.flatnonzero(self.counts)[0])
+        last = int(np.flatnonzero(self.counts)[-1]) + 1
+        step = max(1, -(-(last - first) // BINS))  # fine bins per shown bin
+        counts = [int(self.counts[i:i + step].sum()) for i in range(first, last, step)]
+        edges = [round(self.low + (first + k * step) * width, 6) for k in range(len(counts) + 1)]
+        return {"n": self.n, "mean": round(self.total / self.n, 6), "min": round(self.min, 6),
+                "max": round(self.max, 6), "edges": edges, "counts": counts}
+
+
+class QualitySummary:
+    """Score histograms per mode and counts per quality check, filled in one pass: `observe`
+    passes the run's outcomes through while emit reads them (every sample, accepted or not: a
+    histogram of accepted rows only would hide the tail a threshold cut off)."""
+
+    def __init__(self, modes: Mapping[str, int], mode_stages: Mapping[str, tuple[str, ...]],
+                 thresholds: Mapping[str, Mapping] | None = None):
+        self.counts = dict(modes)
+        self.mode_stages = mode_stages
+        self.modes = [m for m, stages in mode_stages.items() if set(CHECKS) & set(stages)]
+        self.thresholds = thresholds
+        self.values = {m: {label: _Histogram(*RANGES[path[0]]) for label, _, path in SCORES} for m in self.modes}
+        self.checks = {m: {s: {"checked": 0, "passed": 0, "rejected": {}} for s in CHECKS if s in mode_stages[m]}
+                       for m in self.modes}
+
+    def observe(self, outcomes: Iterable) -> Iterable:
+        for outcome in outcomes:
+            self.add(outcome)
+            yield outcome
+
+    def add(self, outcome) -> None:
+        """One sample's `Outcome` (index, lineage by stage, rejects by stage)."""
+        for mode in self.modes:
+            if outcome.index >= self.counts[mode]:
                 continue
             for label, stage, path in SCORES:
-                if stage in mode_stages[mode]:
-                    value = _read(lineage.get(stage, {}), path)
+                if stage in self.mode_stages[mode]:
+                    value = _read(outcome.lineage.get(stage, {}), path)
                     if value is not None:
-                        values[mode][label].append(value)
-            for stage, count in checks[mode].items():
-                if stage in rejects:
+                        self.values[mode][label].add(value)
+            for stage, count in self.checks[mode].items():
+                if stage in outcome.rejects:
                     count["checked"] += 1
-                    reason = rejects[stage]["reason"]
+                    reason = outcome.rejects[stage].reason
                     count["rejected"][reason] = count["rejected"].get(reason, 0) + 1
-                elif stage in lineage:
+                elif stage in outcome.lineage:
                     count["checked"] += 1
                     count["passed"] += 1
-    summary: dict[str, Any] = {"modes": {}}
-    for mode in modes:
-        scores = {label: _histogram(v) for label, v in values[mode].items() if v}
-        summary["modes"][mode] = {"scores": scores, "checks": checks[mode]}
-    summary["thresholds"] = {s: dict(thresholds.get(s, {})) for s in CHECKS} if thresholds else {}
-    return summary
 
-
-def _histogram(values: list[float]) -> dict[str, Any]:
-    data = np.asarray(values, dtype=np.float64)
-    low, high = float(data.min()), float(data.max())
-    if high == low:  # one value: one bin around it
-        low, high = low - 0.5, high + 0.5
-    counts, edges = np.histogram(data, bins=BINS, range=(low, high))
-    return {"n": int(data.size), "mean": round(float(data.mean()), 6), "min": round(float(data.min()), 6),
-            "max": round(float(data.max()), 6), "edges": [round(float(e), 6) for e in edges],
-            "counts": [int(c) for c in counts]}
+    def to_json(self) -> dict[str, Any] | None:
+        """`{"modes": {mode: {"scores": {label: histogram}, "checks": {stage: counts}}}, "thresholds": …}`,
+        or None when no mode ran a quality check."""
+        if not self.modes:
+            return None
+        summary: dict[str, Any] = {"modes": {}}
+        for mode in self.modes:
+            scores = {label: h.to_json() for label, h in self.values[mode].items() if h.n}
+            summary["modes"][mode] = {"scores": scores, "checks": self.checks[mode]}
+        summary["thresholds"] = ({s: dict(self.thresholds.get(s, {})) for s in CHECKS} if self.thresholds else {})
+        return summary
 
 
 def accept_rates(summary: Mapping) -> list[tuple[str, str, int, float]]:

@@ -6,6 +6,7 @@ import io
 
 from PIL import Image
 
+from curation.core.records import Outcome, Reject
 from curation.publish import quality_figures
 
 MODES = {"initial_full_learning": ("score_hq_image", "hq_image_quality", "initial_thinking"),
@@ -22,11 +23,11 @@ def outcome(index, hq, initial=None, rejects=None):
         lineage["initial_image_quality"] = {}
         if not rejects:
             lineage["improvement"] = {"gain": hq - initial}
-    return {"index": index, "lineage": lineage, "rejects": rejects or {}}
+    return Outcome(f"{index:016x}", f"s:{index}", index, lineage=lineage, rejects=rejects or {})
 
 
 def reject(reason):
-    return {"reason": reason, "stage": "x", "detail": ""}
+    return Reject("x", reason)
 
 
 def summary():
@@ -37,12 +38,10 @@ def summary():
         outcome(3, 0.6),  # only sourced for the initial mode
     ]
     counts = {"initial_full_learning": 4, "improving_full_learning": 3}
-
-    def modes_for(index):
-        return [m for m, n in counts.items() if index < n]
-
-    return quality_figures.summarise(outcomes, modes_for, MODES,
-                                     {"hq_image_quality": {"min_alignment": 0.3}, "improvement": {"min_margin": 0}})
+    summary = quality_figures.QualitySummary(counts, MODES, {"hq_image_quality": {"min_alignment": 0.3},
+                                                             "improvement": {"min_margin": 0}})
+    assert list(summary.observe(outcomes)) == outcomes  # passes every outcome through, in order
+    return summary.to_json()
 
 
 def test_summary_counts_rejected_samples_too():
@@ -59,7 +58,8 @@ def test_summary_counts_rejected_samples_too():
 
 
 def test_no_quality_stage_means_no_summary_and_no_figures():
-    assert quality_figures.summarise([], lambda i: [], {"initial_full_learning": ("initial_thinking",)}) is None
+    empty = quality_figures.QualitySummary({"initial_full_learning": 1}, {"initial_full_learning": ("initial_thinking",)})
+    assert empty.to_json() is None
     assert quality_figures.plots(None) == {} and quality_figures.card_lines(None) == []
 
 
@@ -73,3 +73,24 @@ def test_figures_and_card_lines_are_reproducible():
     lines = quality_figures.card_lines(summary(), first)
     assert "| initial_full_learning | hq_image_quality | 4 | 75.0% | low_alignment: 1 |" in lines
     assert "![quality_accept_rate](quality_accept_rate.png)" in lines
+
+
+def test_histograms_in_bounded_memory_keep_exact_counts_and_extremes():
+    """Scores are counted into fixed fine bins (memory independent of n); the shown histogram spans
+    the values seen, holds every value once, and min/max/mean are exact."""
+    import numpy as np
+
+    values = np.random.default_rng(0).uniform(0.12, 0.37, size=5000)
+    modes = {"initial_full_learning": ("score_hq_image", "hq_image_quality")}
+    summary = quality_figures.QualitySummary({"initial_full_learning": len(values)}, modes)
+    for i, v in enumerate(values):
+        summary.add(Outcome(f"{i:016x}", f"s:{i}", i, lineage={"score_hq_image": {"alignment": {"value": float(v)}},
+                                                               "hq_image_quality": {}}))
+    hist = summary.to_json()["modes"]["initial_full_learning"]["scores"]["hq alignment"]
+    assert hist["n"] == len(values) == sum(hist["counts"])
+    assert hist["min"] == round(values.min(), 6) and hist["max"] == round(values.max(), 6)
+    assert abs(hist["mean"] - values.mean()) < 1e-6
+    assert hist["edges"][0] <= values.min() and hist["edges"][-1] >= values.max()
+    assert len(hist["counts"]) <= quality_figures.BINS
+    edges = np.asarray(hist["edges"])
+    assert np.array_equal(np.histogram(values, bins=edges)[0], hist["counts"])
