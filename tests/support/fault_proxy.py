@@ -10,7 +10,7 @@ it. A plan is a function `Call -> Fault | None`; `Call.attempt` counts earlier r
 same method, path and body, so a plan can say "the first two attempts of each request fail" and
 the outcome stays the same whatever order concurrent requests arrive in.
 
-Faults: `Status(code, retry_after=None)` answers with that status; `Hang(seconds)` answers only
+Faults: `Status(code, retry_after=None, error=None)` answers with that status (and that error object); `Hang(seconds)` answers only
 after `seconds` (longer than the client's time-out); `Reset()` drops the connection without an
 answer; `Garbled()` answers bytes that are not HTTP; `MalformedJSON()` answers 200 with a cut-off
 JSON body; `Rewrite(name, fn)` forwards and
@@ -57,6 +57,8 @@ class Fault:
 class Status(Fault):
     code: int
     retry_after: float | None = None
+    #: The body's error object (default `{"message": "injected <code>"}`); vLLM's has message, type, param, code.
+    error: dict | None = None
 
     @property
     def name(self) -> str:
@@ -64,7 +66,8 @@ class Status(Fault):
 
     async def respond(self, request, forward):
         headers = {"Retry-After": f"{self.retry_after:g}"} if self.retry_after is not None else {}
-        return web.json_response({"error": {"message": f"injected {self.code}"}}, status=self.code, headers=headers)
+        error = self.error if self.error is not None else {"message": f"injected {self.code}"}
+        return web.json_response({"error": error}, status=self.code, headers=headers)
 
 
 @dataclass(frozen=True)

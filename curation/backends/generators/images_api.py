@@ -6,10 +6,12 @@ diffusion models this way (`vllm serve Qwen/Qwen-Image --omni`: FLUX, SD3, Qwen-
 HunyuanImage-3 …) and also takes `num_inference_steps`, `guidance_scale`, `true_cfg_scale` and
 `negative_prompt`; knobs left `null` are not sent, so the server uses the model's defaults.
 
-All HTTP goes through `curation.backends.http` (pooled connections, time-outs, retries). A request that
-still fails after its last attempt becomes a `Reject` with the client's reason; `transient`
-rejects are tried again by the next run. Returned bytes are checked to decode and then kept as
-they are (never re-encoded).
+All HTTP goes through `curation.backends.http` (pooled connections, time-outs, retries, failure
+classes): a request that still fails after its last attempt becomes a transient `Reject` (tried
+again by the next run); one the server refuses for its prompt (a safety system: `content_policy`)
+a kept reject; one it refuses for the configuration (a wrong model, an unknown parameter, a
+refused key) stops the run with the server's message. Attempts and latency go to `summary()`.
+Returned bytes are checked to decode and then kept as they are (never re-encoded).
 
 `check()` asks `GET /models` once before any work and names what is wrong in one sentence: no
 server, wrong URL, refused key, or a model the server does not serve. `HttpImageGenerator` is
@@ -27,7 +29,7 @@ from typing import Any, Mapping
 
 from curation.core import images
 from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
-from curation.backends.http import ApiKeyMissing, HttpClient, HttpSettings, RequestFailed, RequestStats, served_models
+from curation.backends.http import ApiKeyMissing, HttpClient, HttpSettings, RequestFailed, served_models
 from curation.core.records import Reject
 
 
@@ -96,10 +98,10 @@ class HttpImageGenerator(ImageGenerator):
                                      f"{self.model!r}: set {self.group}.model to one of those, or null")
 
     async def generate(self, request: GenerateRequest) -> GeneratedImage | Reject:
-        stats = RequestStats()
+        # A configuration refusal (ServerRefused) or a server gone (ServerGone) propagates: the run stops.
         try:
-            response = await self.client.post_json(self.path, self.payload(request), stats=stats)
-        except RequestFailed as exc:
+            response = await self.client.post_json(self.path, self.payload(request))
+        except RequestFailed as exc:  # transient after the last attempt, or refused for this prompt
             return Reject(self.stage_name, exc.reason, exc.detail, transient=exc.transient)
         data = self.image_from(response)
         if isinstance(data, Reject):
@@ -108,10 +110,13 @@ class HttpImageGenerator(ImageGenerator):
             ref = await asyncio.to_thread(images.probe, data)  # decoding a 1024² image: off the event loop
         except images.ImageDecodeError as exc:
             return Reject(self.stage_name, "undecodable_image", f"the server's image does not decode: {exc}")
-        lineage = {"seed": request.seed, "attempts": stats.attempts, "latency_s": round(stats.latency_s, 3)}
+        lineage = {"seed": request.seed}  # attempts and latency are per-run accounting: summary()
         if (ref.width, ref.height) != (request.width, request.height):
             lineage["returned_size"] = [ref.width, ref.height]
         return GeneratedImage(image=data, lineage=lineage)
+
+    def summary(self) -> dict[str, Any]:
+        return self.client.accounting.as_dict()
 
     async def aclose(self) -> None:
         await self.client.aclose()
