@@ -151,6 +151,24 @@ def per_body(faults: list[Fault], *, when: Callable[[Call], bool] = lambda call:
     return plan
 
 
+def at_rate(rate: float, faults: list[Fault], *, path: str = "/chat/completions",
+            seed: str = "") -> Callable[[Call], Fault | None]:
+    """Each attempt of each matching request fails with probability `rate`, with one of `faults`.
+
+    Drawn from a hash of the request and its attempt number, not from a random generator: a run
+    sees the same faults whatever order its concurrent requests arrive in, and a request that
+    failed is not doomed to fail again (its next attempt draws anew).
+    """
+    def plan(call: Call) -> Fault | None:
+        if not call.path.endswith(path):
+            return None
+        draw = int(hashlib.sha256(f"{seed}:{call.key}:{call.attempt}".encode()).hexdigest()[:12], 16)
+        if draw % 10_000 >= rate * 10_000:
+            return None
+        return faults[(draw // 10_000) % len(faults)]
+    return plan
+
+
 def bucket(call: Call, buckets: int) -> int:
     """A request's bucket, stable across runs and orderings (for 'some requests fail')."""
     return int(call.key[:8], 16) % buckets
