@@ -169,6 +169,24 @@ def at_rate(rate: float, faults: list[Fault], *, path: str = "/chat/completions"
     return plan
 
 
+def one_in(n: int, faults: list[Fault], *, path: str = "/chat/completions") -> Callable[[Call], Fault | None]:
+    """Every `n`-th distinct request, in arrival order, fails its first attempt with the next of `faults`.
+
+    For bodies that differ from session to session (a model named by its temporary folder), where
+    a hash-drawn plan could happen to fault nothing: this one faults exactly one request in `n`.
+    """
+    turns: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def plan(call: Call) -> Fault | None:
+        if not call.path.endswith(path) or call.attempt:
+            return None
+        with lock:
+            turn = turns.setdefault(call.key, len(turns))
+        return faults[(turn // n) % len(faults)] if turn % n == n - 1 else None
+    return plan
+
+
 def bucket(call: Call, buckets: int) -> int:
     """A request's bucket, stable across runs and orderings (for 'some requests fail')."""
     return int(call.key[:8], 16) % buckets
