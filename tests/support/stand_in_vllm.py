@@ -108,6 +108,7 @@ class _Running:
     done: asyncio.Future = field(repr=False)
     arrived: int = 0  # the step it arrived at
     admitted: int = -1  # the step it joined the batch
+    steps: int = 0  # decode steps it takes
 
 
 class StandInEngine:
@@ -169,7 +170,7 @@ class StandInEngine:
         output = RequestOutput(request_id, list(range(len(text) // 4 + 64 * len(pictures))),
                                [CompletionOutput(answer, tokens, finish)])
         request = _Running(request_id, max(1, steps), output, asyncio.get_running_loop().create_future(),
-                           arrived=self.step)
+                           arrived=self.step, steps=max(1, steps))
         self._waiting.append(request)
         self._ensure_loop()
         self._wake.set()

@@ -134,9 +134,8 @@ def test_requests_join_the_running_batch_as_they_arrive(monkeypatch, tiny_qwen):
         assert result.lineage == {"template": "teacher_initial_thinking@1", "finish_reason": "stop"}
     assert check_improving_thinking(improved.text, {"min_chars": 100, "max_chars": 8000}) is None
     engine = engine_class.instances[-1]
-    # Requests were admitted while others were mid-answer (a lock-step batcher never does that) …
-    joined = [r for r in engine.finished if any(o.admitted < r.admitted < o.admitted + 40 for o in engine.finished
-                                                if o.output.request_id != r.output.request_id)]
+    # Requests joined the batch while others were mid-answer (a lock-step batcher never does that) …
+    joined = [r for r in engine.finished if any(o.admitted < r.admitted < o.admitted + o.steps for o in engine.finished)]
     assert len(joined) > 32
     # … so the 8 slots stayed mostly busy: lock-step would run 8 batches of 40 steps at 13/40 use.
     assert engine.utilisation > 0.6
