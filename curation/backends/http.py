@@ -51,11 +51,13 @@ the event loop.
 
 Every attempt, the first included, runs in one tenacity retry loop. Until this version the first
 attempt ran outside tenacity for speed; measured against that, interleaved, on the project's
-2-core machine while other work ran on it (load average 8-11), 4,096 requests at 256 in flight
+2-core machine while other work ran on it, 4,096 requests at 256 in flight
 (`python benchmarks/teacher_throughput.py --compare-clients --clients curation.backends.http`):
 
-    first attempt outside tenacity    client CPU per request 0.174-0.191 ms  (4 runs)
-    one tenacity loop (this)          client CPU per request 0.303-0.343 ms  (4 runs)
+                                      client CPU per request            share of the ideal rate
+                                      load 8-11 (4 runs)  load ~3.7 (2)  load ~3.7 (2 runs)
+    first attempt outside tenacity    0.174-0.191 ms      0.188-0.244 ms  0.92-0.94
+    one tenacity loop (this)          0.303-0.343 ms      0.306-0.308 ms  0.88 (0.43 in a run disturbed by other work)
 
 The loop costs ~0.13 ms of client CPU per request (setting up `AsyncRetrying` and its attempt
 context per call). One client core then tops out near 3,000 requests/s rather than 5,000; a
