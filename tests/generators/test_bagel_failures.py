@@ -12,7 +12,11 @@ from PIL import Image
 
 from curation.backends.base import BackendFailed, GeneratedImage, GenerateRequest
 from curation.backends.generators.bagel_inprocess import BagelInProcess
+from curation.core.config import load_config
 from curation.core.records import Reject
+
+GUIDANCE = dict(load_config("config", ["generator=bagel", "generator.repo_dir=x", "generator.model_dir=y"])
+                .generator.guidance)
 
 
 class Inferencer:
@@ -29,7 +33,7 @@ class Inferencer:
 
 
 def loaded(tmp_path) -> BagelInProcess:
-    backend = BagelInProcess(repo_dir=str(tmp_path), model_dir=str(tmp_path), width=256, height=256)
+    backend = BagelInProcess(repo_dir=str(tmp_path), model_dir=str(tmp_path), width=256, height=256, guidance=GUIDANCE)
     backend._torch, backend._inferencer = torch, Inferencer()  # what check() sets after loading
     return backend
 
@@ -51,7 +55,7 @@ def test_a_prompts_own_exception_rejects_only_its_sample(tmp_path):
     ok, refused, after = generate(loaded(tmp_path), "a ball", "a TOKENIZER ball", "a cube")
     assert isinstance(ok, GeneratedImage) and isinstance(after, GeneratedImage)
     assert isinstance(refused, Reject)
-    assert (refused.reason, refused.transient, refused.stage) == ("generation_error", False, "initial_image")
+    assert (refused.reason, refused.transient, refused.stage) == ("generation_error", False, "generator")
     assert "KeyError" in refused.detail
 
 
