@@ -53,7 +53,8 @@ def built_report(publish_dataset, tmp_path_factory):
     ds = tmp_path_factory.mktemp("report") / "ds"
     shutil.copytree(publish_dataset, ds)
     planted = plant_untrusted_text(ds)
-    index = report.main([f"data={ds}", f"page_size={PAGE_SIZE}", "workers=1"])
+    # Every row and every reject on show: the dataset is smaller than rows_per_mode and reject_examples.
+    index = report.main([f"data={ds}", f"page_size={PAGE_SIZE}", "workers=1", "reject_examples=1000"])
     return ds, index, planted
 
 
@@ -120,7 +121,7 @@ def test_thumbnails_are_made_once_and_workers_change_nothing(built_report):
     thumbs = {p: p.stat().st_mtime_ns for p in (index.parent / "thumbs").rglob("*.jpg")}
     pages = {p: p.read_bytes() for p in index.parent.rglob("page-*.html")}
     assert thumbs and pages
-    report.main([f"data={ds}", f"page_size={PAGE_SIZE}", "workers=2"])
+    report.main([f"data={ds}", f"page_size={PAGE_SIZE}", "workers=2", "reject_examples=1000"])
     assert {p: p.stat().st_mtime_ns for p in (index.parent / "thumbs").rglob("*.jpg")} == thumbs
     assert {p: p.read_bytes() for p in index.parent.rglob("page-*.html")} == pages
 
