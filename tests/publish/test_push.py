@@ -151,8 +151,8 @@ def test_interrupted_upload_resumes_without_sending_again_what_the_hub_holds(pub
     assert {op.path_in_repo for op in commit["operations"]} == set(wanted)
     assert {k: v for k, v in hub.files().items() if k != ".gitattributes"} == wanted
     err = capfd.readouterr().err
-    total_mb = f"{sum((publish_dataset / name).stat().st_size for name in wanted) / 1e6:,.1f} MB"
-    assert f"of {total_mb}" in err and f"preuploaded {total_mb}" in err  # progress in bytes, ending at the total
+    total_mb = f"{sum((publish_dataset / name).stat().st_size for name in wanted) / 1e6:,.1f}"
+    assert f"preuploaded {total_mb} of {total_mb} MB ({len(wanted)} of {len(wanted)} files" in err  # bytes, to the end
 
 
 def test_pushing_the_same_dataset_again_sends_and_commits_nothing(publish_dataset, hub, capfd):
