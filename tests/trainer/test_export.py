@@ -17,7 +17,7 @@ import yaml
 
 from curation.core import schema
 from curation.export import main
-from curation.publish.export import ExportError, check_image
+from curation.publish.export import ExportError, check_image, conversation, conversation_json
 from curation.trainer.official_format import read_folder, read_info
 
 U, A = "user", "assistant"
@@ -186,3 +186,15 @@ def test_an_output_folder_that_cannot_be_made_is_one_sentence(handmade_dataset, 
     assert done.returncode == 2
     assert done.stderr.startswith("error: cannot create the export folder out=/proc/irgl-export")
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_fast_json_is_exactly_json_dumps(handmade_dataset):
+    """Images are spliced into the dump as text; any text, even one that looks like JSON, is still escaped."""
+    mode = schema.load("improving_full_learning")
+    row = pq.read_table(handmade_dataset / "data" / mode.mode).to_pylist()[0]
+    row["prompt"] = 'say "content": "" and \\ "content": "x" \n 漢字'
+    row["improving_thinking"] = '<think>{"role": "assistant", "content": ""}</think>'
+    fast = conversation_json(mode, row)
+    assert fast == json.dumps(conversation(mode, row), ensure_ascii=False)
+    assert [p["content"] for t in json.loads(fast) if t["role"] == A for p in t["content"] if p["type"] == "image"] == [
+        base64.b64encode(row[c]["bytes"]).decode() for c in ("initial_image", "improved_image")]
