@@ -16,7 +16,7 @@ import yaml
 from curation.publish import emit
 
 from curation.core import schema
-from curation.publish.figures import STAGE_ROLES, Stats, collect, funnel, plots, stage_order
+from curation.publish.figures import SAVED, STAGE_ROLES, Stats, collect, funnel, plots, saved, stage_order
 
 OFFLINE_PREFIX = "offline-world/"
 ASSETS = "assets"
@@ -229,6 +229,7 @@ def write(out: Path, doc: dict, *, workers: int | None = None) -> Stats:
     staging.mkdir(parents=True)
     for name, data in pngs.items():
         (staging / name).write_bytes(data)
+    (staging / SAVED).write_text(saved(out, doc, stats))  # the report reuses them while the shards are unchanged
     emit.replace_dir(staging, out / ASSETS)
     emit.write_file_atomic(out / "README.md", render(doc, stats, sorted(pngs)))
     return stats

@@ -12,8 +12,13 @@ costs, sets of model and template versions. It never keeps a list of every value
 Shards are independent, so they are read in worker processes (`workers`) and their partial
 `Stats` merged; merging is order-free, so the result does not depend on the number of workers.
 
+The card's pass is kept: `card.write` saves the statistics beside its plots (`assets/figures.json`,
+with the size and modification time of every shard they were read from), and `load_or_collect`
+uses them while the shards are unchanged, so the report does not read every row again.
+
 A new figure over the rows is a field of `Stats` (a `Histogram` for a distribution), a line in
-`_add_rows` that fills it, a `merge` line, and a `_plot_*` function registered in `plots`.
+`shard_stats` that fills it, a line in `merge`, `to_json` and `from_json`, and a `_plot_*`
+function registered in `ROW_PLOTS`.
 """
 
 from __future__ import annotations
@@ -162,6 +167,37 @@ class Stats:
                 mine.setdefault(key, set()).update(values)
 
 
+    def to_json(self) -> dict:
+        return {
+            "rows": dict(self.rows), "split_bytes": dict(self.split_bytes),
+            "thinking_chars": {col: {mode: {"width": h.width, "counts": sorted(h.counts.items())}
+                                     for mode, h in by_mode.items()} for col, by_mode in self.thinking_chars.items()},
+            "image_sizes": {name: [[w, h, n] for (w, h), n in sizes.items()]
+                            for name, sizes in self.image_sizes.items()},
+            "unreadable_images": self.unreadable_images, "unreadable_lineage": self.unreadable_lineage,
+            "cost": {mode: vars(c) for mode, c in self.cost.items()},
+            "models": {stage: sorted(map(list, v)) for stage, v in self.models.items()},
+            "templates": {name: sorted(v) for name, v in self.templates.items()},
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "Stats":
+        return cls(
+            rows=Counter(doc["rows"]), split_bytes=Counter(doc["split_bytes"]),
+            thinking_chars={col: {mode: Histogram(h["width"], Counter({int(i): n for i, n in h["counts"]}))
+                                  for mode, h in by_mode.items()} for col, by_mode in doc["thinking_chars"].items()},
+            image_sizes={name: Counter({(w, h): n for w, h, n in sizes}) for name, sizes in doc["image_sizes"].items()},
+            unreadable_images=doc["unreadable_images"], unreadable_lineage=doc["unreadable_lineage"],
+            cost={mode: Cost(**c) for mode, c in doc["cost"].items()},
+            models={stage: {tuple(m) for m in v} for stage, v in doc["models"].items()},
+            templates={name: set(v) for name, v in doc["templates"].items()},
+        )
+
+
+SAVED = "figures.json"  # in the card's assets folder
+SAVED_VERSION = 1
+
+
 def shard_files(out: Path, doc: dict) -> list[tuple[str, Path]]:
     """`(mode, shard)` of every mode in the manifest, in mode then file order."""
     return [(mode, path) for mode in doc["modes"] for path in sorted((Path(out) / "data" / mode).glob("train-*.parquet"))]
@@ -185,6 +221,29 @@ def collect(out: Path, doc: dict, *, workers: int | None = None) -> Stats:
         for part in pool.map(shard_stats, [m for m, _ in tasks], [str(p) for _, p in tasks]):
             stats.merge(part)  # in task order: the same Stats whatever the number of workers
     return stats
+
+
+def fingerprint(out: Path, doc: dict) -> list:
+    """What the statistics were read from: every shard's path, size and modification time."""
+    return [[mode, path.name, st.st_size, st.st_mtime_ns]
+            for mode, path in shard_files(out, doc) for st in [path.stat()]]
+
+
+def saved(out: Path, doc: dict, stats: Stats) -> str:
+    """The JSON text `card.write` keeps beside the plots."""
+    return json.dumps({"version": SAVED_VERSION, "shards": fingerprint(out, doc), "stats": stats.to_json()},
+                      indent=1) + "\n"  # keys in insertion order: the plots' legends follow it
+
+
+def load_or_collect(out: Path, doc: dict, assets: Path, *, workers: int | None = None) -> Stats:
+    """The statistics the card saved under `assets`, while the shards are the ones it read; else `collect`."""
+    try:
+        kept = json.loads((assets / SAVED).read_text())
+        if kept.get("version") == SAVED_VERSION and kept.get("shards") == fingerprint(out, doc):
+            return Stats.from_json(kept["stats"])
+    except (OSError, ValueError, KeyError, TypeError):  # missing or unreadable: read the rows instead
+        pass
+    return collect(out, doc, workers=workers)
 
 
 def shard_stats(mode: str, path: str) -> Stats:
@@ -365,8 +424,9 @@ def _plot_histograms(hists: dict[str, Histogram], xlabel: str, bins: int = 30) -
     edges = np.linspace(lo, hi, bins + 1)
     fig, ax = _figure(6, 2.8)
     for label, hist in hists.items():
-        values = [index * hist.width for index in hist.counts]
-        ax.hist(values, bins=edges, weights=list(hist.counts.values()), histtype="step", linewidth=1.4,
+        bins_in_order = sorted(hist.counts)
+        ax.hist([i * hist.width for i in bins_in_order], bins=edges, weights=[hist.counts[i] for i in bins_in_order],
+                histtype="step", linewidth=1.4,
                 label=f"{label} ({hist.total})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("rows")

@@ -33,15 +33,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import RepoFile
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from curation.publish import manifest
-from curation.core.config import load_config, wants_help
 from curation.publish.validate import CARD, REJECTS, ValidationFailed, validate
 
 REPO_TYPE = "dataset"

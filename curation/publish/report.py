@@ -14,7 +14,8 @@ Bounded by design, so its size and time stay flat from 500 rows to IRGL-300K:
 - images are written only for the rows shown: a thumbnail that loads lazily and links to the
   full-size file, each named by its content hash, so a re-run skips the work and images shared by
   modes exist once;
-- the figures cover every row: one streaming pass with bounded memory (`figures.collect`).
+- the figures cover every row: one streaming pass with bounded memory (`figures.collect`), or
+  the card's own pass, saved beside its plots, while the shards are the ones it read.
 
 Text from the data (prompts, thinkings, lineage) is untrusted: templates autoescape everything,
 and pages forbid scripts outright.
@@ -381,7 +382,7 @@ def build(data: Path, out: Path, settings: Settings) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     env = environment()
     shutil.copyfile(TEMPLATES / "report.css", out / "report.css")
-    stats = figures.collect(data, doc, workers=settings.workers or None)
+    stats = figures.load_or_collect(data, doc, data / card.ASSETS, workers=settings.workers or None)
     pngs = {name: base64.b64encode(png).decode("ascii") for name, png in figures.plots(doc, stats).items()}
     groups = reject_groups(data, settings)
     wanted_prompts = {str(r["sample_id"]) for g in groups for r in g.examples}

@@ -111,3 +111,24 @@ def test_card_and_report_show_the_same_figures(sharded_dataset, tmp_path):
             line = (f"| {col} | `{schema.load(mode).short}` | {len(q)} | {q[0]} | {q[(len(q) - 1) // 2]} | "
                     f"{q[int(0.95 * (len(q) - 1))]} | {q[-1]} |")
             assert line in text
+
+
+def test_the_report_reuses_the_cards_pass_while_the_shards_are_unchanged(sharded_dataset, tmp_path, monkeypatch):
+    doc = manifest.read(sharded_dataset)
+    fresh = card.write(sharded_dataset, doc, workers=1)
+    assets = sharded_dataset / card.ASSETS
+    assert figures.load_or_collect(sharded_dataset, doc, assets) == fresh  # a faithful round trip through JSON
+
+    def no_reading(mode, path):
+        raise AssertionError("the rows were read again")
+
+    monkeypatch.setattr(figures, "shard_stats", no_reading)
+    report.main([f"data={sharded_dataset}", f"out={tmp_path / 'report'}", "workers=1"])
+    monkeypatch.undo()
+
+    shard = next((sharded_dataset / "data" / "initial_full_learning").glob("train-*.parquet"))
+    shard.write_bytes(shard.read_bytes())  # rewritten: the saved statistics no longer vouch for it
+    called = []
+    monkeypatch.setattr(figures, "shard_stats", lambda mode, path: called.append(path) or figures.Stats())
+    figures.load_or_collect(sharded_dataset, doc, assets, workers=1)
+    assert len(called) == len(figures.shard_files(sharded_dataset, doc))
