@@ -199,12 +199,14 @@ def export_file(task: FileTask) -> str:
     columns = ["sample_id", *dict.fromkeys(seg.column for seg in mode.sequence)]
     path = Path(task.staging) / part_name(task.number)
     group: list[str] = []
+    readers: dict[str, pq.ParquetFile] = {}  # a file's footer is parsed once, not once per row group
     # Each value is a whole conversation, unique and large: a dictionary or min/max statistics of
     # them cost time and help no reader.
     with pq.ParquetWriter(path, CONVERSATION, compression="zstd", use_dictionary=False,
                           write_statistics=False) as writer:
         for piece in task.pieces:
-            table = pq.ParquetFile(piece.path).read_row_group(piece.group, columns=columns)
+            reader = readers.get(piece.path) or readers.setdefault(piece.path, pq.ParquetFile(piece.path))
+            table = reader.read_row_group(piece.group, columns=columns)
             for row in table.slice(piece.start, piece.rows).to_pylist():
                 group.append(conversation_json(mode, row))
                 if len(group) == task.row_group_rows:
