@@ -54,6 +54,8 @@ USAGE = """usage: python -m curation.export data=<dataset dir> format=irg out=<d
 CONVERSATION = pa.schema([("conversation", pa.string())])
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EMPTY_CONTENT = '"content": ""'  # as json.dumps writes it (default separators)
+#: With processes=0, below this many source bytes one process is faster than spawning several (~1-2 s each).
+PARALLEL_BYTES = 256 * 1024 * 1024
 
 
 class ExportError(ValueError):
@@ -242,7 +244,10 @@ def export_irg(data: Path, out: Path, *, row_group_rows: int, rows_per_file: int
         shutil.rmtree(staging, ignore_errors=True)  # left by a killed export
         staging.mkdir(parents=True)
         tasks += plan_mode(data, mode_key, staging, rows_per_file, row_group_rows)
-    processes = max(1, min(processes or os.cpu_count() or 1, len(tasks) or 1))
+    if not processes:  # auto: one per CPU, unless starting them costs more than the work
+        size = sum(path.stat().st_size for m in modes for path in (data / "data" / m).glob("*.parquet"))
+        processes = (os.cpu_count() or 1) if size >= PARALLEL_BYTES else 1
+    processes = max(1, min(processes, len(tasks) or 1))
     try:
         if processes == 1:
             for task in tasks:
