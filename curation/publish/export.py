@@ -19,8 +19,8 @@ The official reader silently skips a row whose JSON does not parse and an image 
 not decode. The JSON is written by `json.dumps`, so it parses; every part is checked to be
 non-empty, and every image to be whole (`check_image`: a PNG's chunk CRCs and its end chunk,
 without decoding pixels; other formats are decoded). A row that fails is an error naming the
-mode, the sample and the reason, and that mode's output is not written at all (files are staged
-and moved into place whole).
+mode, the sample and the reason, and no mode folder is written at all (files are staged, and
+moved into place only when every file of every mode is done).
 """
 
 from __future__ import annotations

@@ -90,7 +90,8 @@ def test_export_round_trip(offline_dataset, tmp_path):
             assert max(entry["row_group_rows"]) <= 5
 
 
-def test_a_row_with_an_undecodable_image_is_never_written(handmade_dataset, tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_row_with_an_undecodable_image_is_never_written(handmade_dataset, tmp_path, processes):
     data = tmp_path / "data_copy"
     shutil.copytree(handmade_dataset, data)
     mode = "initial_full_learning"
@@ -100,7 +101,7 @@ def test_a_row_with_an_undecodable_image_is_never_written(handmade_dataset, tmp_
     pq.write_table(pa.Table.from_pylist(rows, schema=schema.load(mode).arrow_schema()), path)
 
     with pytest.raises(ExportError, match=rows[3]["sample_id"]):
-        main([f"data={data}", "format=irg", f"out={tmp_path}/irg"])
+        main([f"data={data}", "format=irg", f"out={tmp_path}/irg", f"processes={processes}", "rows_per_file=2"])
     assert not (tmp_path / "irg" / mode).exists()
     assert not list((tmp_path / "irg").glob(".staging-*"))
 
