@@ -41,6 +41,7 @@ def measure(tool: str, args: list[str]) -> None:
     """Run one tool in this process and print what it cost as JSON (the parent reads the last line).
 
     Modules are imported before the clock starts: wall time is the tool's work, not Python's start-up.
+    CPU seconds include worker processes (those that ended, which all have when the tool returns).
     """
     if tool == "export":
         from curation.export import main as run
@@ -64,12 +65,17 @@ def measure(tool: str, args: list[str]) -> None:
         raise SystemExit(f"unknown tool {tool}")
     import pyarrow  # noqa: F401  (every tool reads Parquet)
 
-    start = time.perf_counter()
+    def cpu() -> float:
+        return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                             resource.RUSAGE_CHILDREN)))
+
+    cpu_before, start = cpu(), time.perf_counter()
     run(args)
     wall = time.perf_counter() - start
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"wall_s": wall, "rss_mb": own, "worker_rss_mb": workers}))
+    # CPU seconds of the tool and its workers: on a shared machine, wall time also counts others' load.
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu() - cpu_before, "rss_mb": own, "worker_rss_mb": workers}))
 
 
 def export_bound(data: Path) -> None:
@@ -123,7 +129,8 @@ def rows_of(data: Path) -> int:
 def line(name: str, rows: int, result: dict, output: int | None) -> str:
     per_k = result["wall_s"] / rows * 1000
     out = f"{output / 1e6:9.1f} MB" if output is not None else f"{'—':>12}"
-    return (f"  {name:<22} {result['wall_s']:7.2f} s  {per_k:6.3f} s/1k rows  RSS {result['rss_mb']:6.0f} MB "
+    return (f"  {name:<27} {result['wall_s']:6.2f} s (CPU {result['cpu_s']:6.2f} s)  {per_k:6.3f} s/1k rows  "
+            f"RSS {result['rss_mb']:5.0f} MB "
             f"(largest worker {result['worker_rss_mb']:5.0f} MB)  output {out}")
 
 
