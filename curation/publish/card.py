@@ -177,17 +177,7 @@ def _data_section(doc: dict, stats: Stats | None, assets) -> list[str]:
         if stats.unreadable_images:
             lines += ["", f"{stats.unreadable_images} image(s) could not be read."]
         lines += [""] + _figure_line("image_sizes.png", assets, "image sizes")
-    lines += ["## Cost", ""]
-    if stats.cost:
-        lines += ["Backend tokens and seconds recorded in lineage, per accepted sample:", "",
-                  "| mode | rows with records | tokens / sample | seconds / sample |", "|---|---:|---:|---:|"]
-        for mode, c in stats.cost.items():
-            tokens, seconds = c.per_row("tokens"), c.per_row("seconds")
-            lines.append(f"| `{mode}` | {c.rows} | {'—' if tokens is None else f'{tokens:.0f}'} | "
-                         f"{'—' if seconds is None else f'{seconds:.2f}'} |")
-        lines += [""] + _figure_line("cost.png", assets, "tokens and seconds per accepted sample")
-    else:
-        lines += ["The backends of this run recorded no tokens or latency in lineage.", ""]
+    lines += ["## Cost", ""] + cost_lines(doc)
     accepted = sum(m["accepted"] for m in doc["modes"].values())
     if accepted and doc.get("run", {}).get("elapsed_s"):
         lines += [f"Wall time of the run: {doc['run']['elapsed_s']:.1f} s for {accepted} accepted rows "
@@ -233,3 +223,27 @@ def write(out: Path, doc: dict, *, workers: int | None = None) -> Stats:
     emit.replace_dir(staging, out / ASSETS)
     emit.write_file_atomic(out / "README.md", render(doc, stats, sorted(pngs)))
     return stats
+
+
+def cost_lines(doc: dict) -> list[str]:
+    """The backends' own accounting of the run (the manifest's `run.backends`: calls, tokens, time in
+    use). Shards hold none of it: lineage keeps only what determines a row, so a re-run gives the
+    same bytes."""
+    backends = doc.get("run", {}).get("backends") or {}
+    if not backends:
+        return ["The backends of this run kept no accounting of calls, tokens or time.", ""]
+    keys = [k for k in ("calls", "prompt_tokens", "completion_tokens", "wall_s", "attempts", "retries")
+            if any(isinstance(acc.get(k), (int, float)) for acc in backends.values())]
+    lines = ["What each backend did in this run (its own accounting, from the manifest):", "",
+             "| role | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for role, acc in backends.items():
+        lines.append(f"| {role} | " + " | ".join(_number(acc.get(k)) for k in keys) + " |")
+    for mode, rate in (doc.get("run", {}).get("accepted_per_teacher_hour") or {}).items():
+        lines.append(f"\n`{mode}`: {rate:.0f} accepted rows per teacher-hour.")
+    return lines + [""]
+
+
+def _number(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "—"
+    return f"{value:,.0f}" if isinstance(value, int) or float(value).is_integer() else f"{value:,.2f}"

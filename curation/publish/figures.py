@@ -44,8 +44,6 @@ from curation.publish import emit
 
 THINKING_COLUMNS = ("initial_thinking", "improving_thinking")
 # Lineage keys a backend records per stage (teachers: tokens and latency of the accepted attempt).
-TOKEN_KEYS = ("prompt_tokens", "completion_tokens")
-SECONDS_KEY = "latency_s"
 TEMPLATE_KEY = "template"
 STAGE_ROLES = {cls.name: cls.role for cls in ALL_STAGES}
 #: Below this many shard bytes, starting worker processes (~2 s each, spawned) costs more than the pass (~3 s per GB).
@@ -118,25 +116,6 @@ class Histogram:
 
 
 @dataclass
-class Cost:
-    """Backend tokens and seconds over the accepted rows of a mode that recorded them."""
-
-    rows: int = 0
-    token_rows: int = 0
-    tokens: float = 0.0
-    second_rows: int = 0
-    seconds: float = 0.0
-
-    def per_row(self, what: str) -> float | None:
-        rows = self.token_rows if what == "tokens" else self.second_rows
-        return getattr(self, what) / rows if rows else None
-
-    def merge(self, other: "Cost") -> None:
-        for name in ("rows", "token_rows", "tokens", "second_rows", "seconds"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
 class Stats:
     """What every row says, beyond the manifest's counts; mergeable, so shards are read apart."""
 
@@ -146,7 +125,6 @@ class Stats:
     image_sizes: dict[str, Counter] = field(default_factory=dict)  # pipeline field -> Counter[(w, h)]
     unreadable_images: int = 0  # `curation.publish.validate` names them; stats only count them
     unreadable_lineage: int = 0
-    cost: dict[str, Cost] = field(default_factory=dict)  # by mode
     models: dict[str, set] = field(default_factory=dict)  # stage -> {(id, revision)}
     templates: dict[str, set] = field(default_factory=dict)  # template name -> {versions}
 
@@ -160,8 +138,6 @@ class Stats:
             self.image_sizes.setdefault(name, Counter()).update(sizes)
         self.unreadable_images += other.unreadable_images
         self.unreadable_lineage += other.unreadable_lineage
-        for mode, cost in other.cost.items():
-            self.cost.setdefault(mode, Cost()).merge(cost)
         for mine, theirs in ((self.models, other.models), (self.templates, other.templates)):
             for key, values in theirs.items():
                 mine.setdefault(key, set()).update(values)
@@ -175,7 +151,6 @@ class Stats:
             "image_sizes": {name: [[w, h, n] for (w, h), n in sizes.items()]
                             for name, sizes in self.image_sizes.items()},
             "unreadable_images": self.unreadable_images, "unreadable_lineage": self.unreadable_lineage,
-            "cost": {mode: vars(c) for mode, c in self.cost.items()},
             "models": {stage: sorted(map(list, v)) for stage, v in self.models.items()},
             "templates": {name: sorted(v) for name, v in self.templates.items()},
         }
@@ -188,7 +163,6 @@ class Stats:
                                   for mode, h in by_mode.items()} for col, by_mode in doc["thinking_chars"].items()},
             image_sizes={name: Counter({(w, h): n for w, h, n in sizes}) for name, sizes in doc["image_sizes"].items()},
             unreadable_images=doc["unreadable_images"], unreadable_lineage=doc["unreadable_lineage"],
-            cost={mode: Cost(**c) for mode, c in doc["cost"].items()},
             models={stage: {tuple(m) for m in v} for stage, v in doc["models"].items()},
             templates={name: set(v) for name, v in doc["templates"].items()},
         )
@@ -314,25 +288,12 @@ def _add_lineage(stats: Stats, mode: str, text: str | None) -> None:
         return
     for name, version in lineage.get("templates", {}).items():
         stats.templates.setdefault(name, set()).add(str(version))
-    tokens, seconds = [], []
     for stage, info in lineage.get("stages", {}).items():
         backend = info.get("backend") or {}
         if backend:
             stats.models.setdefault(stage, set()).add((str(backend.get("id")), str(backend.get("revision"))))
         if TEMPLATE_KEY in info:
             stats.templates.setdefault(stage, set()).add(str(info[TEMPLATE_KEY]))
-        tokens += [info[k] for k in TOKEN_KEYS if isinstance(info.get(k), (int, float))]
-        if isinstance(info.get(SECONDS_KEY), (int, float)):
-            seconds.append(info[SECONDS_KEY])
-    if tokens or seconds:
-        cost = stats.cost.setdefault(mode, Cost())
-        cost.rows += 1
-        if tokens:
-            cost.token_rows += 1
-            cost.tokens += sum(tokens)
-        if seconds:
-            cost.second_rows += 1
-            cost.seconds += sum(seconds)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -456,21 +417,4 @@ def _plot_image_sizes(stats: Stats) -> bytes | None:
     return _png(fig)
 
 
-def _plot_cost(stats: Stats) -> bytes | None:
-    if not stats.cost:
-        return None
-    fig, (left, right) = _figure(7, 2.6, ncols=2)
-    modes = list(stats.cost)
-    names = [_short(m) for m in modes]
-    left.barh(names, [stats.cost[m].per_row("tokens") or 0 for m in modes], color="#4f81bd")
-    left.set_xlabel("tokens per accepted sample")
-    right.barh(names, [stats.cost[m].per_row("seconds") or 0 for m in modes], color="#f79646")
-    right.set_xlabel("backend seconds per accepted sample")
-    right.set_yticks([])
-    left.invert_yaxis()
-    right.invert_yaxis()
-    return _png(fig)
-
-
-#: Plots of what the rows say, by file name; each returns None when it has nothing to draw.
-ROW_PLOTS = {"thinking_lengths.png": _plot_thinking, "image_sizes.png": _plot_image_sizes, "cost.png": _plot_cost}
+ROW_PLOTS = {"thinking_lengths.png": _plot_thinking, "image_sizes.png": _plot_image_sizes}

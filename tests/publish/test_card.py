@@ -41,22 +41,19 @@ def test_render_from_the_manifest_alone_still_works(publish_dataset):
     assert "## How each mode was built" in text and "arXiv:2509.06945" in text
 
 
-def test_tokens_and_latency_in_lineage_become_a_cost_table(dataset_copy: Path):
-    path = next((dataset_copy / "data" / MODE).glob("train-*.parquet"))
-    table = pq.read_table(path)
-    lineages = []
-    for text in table.column("lineage").to_pylist():
-        lineage = json.loads(text)
-        lineage["stages"]["improving_thinking"].update(prompt_tokens=900, completion_tokens=100, latency_s=2.0,
-                                                       template="teacher_improving_thinking@3")
-        lineages.append(json.dumps(lineage))
-    index = table.schema.get_field_index("lineage")
-    pq.write_table(table.set_column(index, "lineage", pa.array(lineages, pa.string())), path)
-    card.write(dataset_copy, manifest.read(dataset_copy))
+def test_the_cost_table_is_the_backends_accounting_from_the_manifest(dataset_copy: Path):
+    """Tokens and time live in the manifest (lineage holds only what determines a row)."""
+    doc = manifest.read(dataset_copy)
+    doc["run"]["backends"] = {"teacher": {"calls": 12, "prompt_tokens": 10800, "completion_tokens": 1200,
+                                          "wall_s": 24.5}}
+    card.write(dataset_copy, doc)
     text = (dataset_copy / "README.md").read_text()
-    assert f"| `{MODE}` | {table.num_rows} | 1000 | 2.00 |" in text
-    assert "improving_thinking teacher_improving_thinking@3" in text
-    assert (dataset_copy / "assets" / "cost.png").is_file()
+    assert "| role | calls | prompt_tokens | completion_tokens | wall_s |" in text
+    assert "| teacher | 12 | 10,800 | 1,200 | 24.50 |" in text
+    rows = [json.loads(v) for p in (dataset_copy / "data").rglob("*.parquet")
+            for v in pq.read_table(p, columns=["lineage"])["lineage"].to_pylist()]
+    assert rows and not any(k in stage for r in rows for stage in r["stages"].values()
+                            for k in ("latency_s", "attempts", "prompt_tokens", "completion_tokens"))
     assert [p.kind for p in validate(dataset_copy, workers=1)] == []
 
 
