@@ -1,0 +1,172 @@
+"""A store many machines share: results, outcomes and images as files under one fsspec URL.
+
+The SQLite `Store` is the default for one machine; SQLite's locks are not safe on NFS/Lustre and
+do not exist on object stores, so a cluster shares this one instead. It has the same methods,
+so the executor, the Ray workers and emit use either.
+
+Layout under the root URL (a local path, `file://`, NFS/Lustre mount, `s3://`, `gs://`, `memory://`):
+
+    results/<key[:2]>/<key>.json                      one stage result by its stage key
+    outcomes/<plan_key>/<id[:2]>/<sample_id>.json      one sample's outcome under a plan
+    images/<sha[:2]>/<sha>.<fmt>                       image bytes by their sha256
+
+Every value is content-addressed or keyed by what determines it, so two writers of one key
+write the same bytes, and the last write wins harmlessly. A reader never sees a partial value:
+on a filesystem every write goes to a temporary name in the target folder and is renamed into
+place (rename is atomic within a folder on POSIX filesystems, NFS and Lustre included); on an
+object store a value is one PUT, which stores are atomic about (a GET returns the old object,
+the new one, or nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from curation.build.store import Store
+from curation.core import images
+from curation.core.config import ConfigError
+from curation.core.images import ImageRef
+from curation.core.records import Reject, StageOutput, result_from_json
+
+STORE_KINDS = ("sqlite", "shared")
+
+
+class SharedStore:
+    def __init__(self, url: str | os.PathLike):
+        self.url = str(url)
+        self.fs, root = fsspec.core.url_to_fs(self.url)
+        self.root = root.rstrip("/")
+        # Local paths (NFS and Lustre mounts included) get temp name + rename; others one put.
+        self._local = isinstance(self.fs, LocalFileSystem)
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def close(self) -> None:
+        """Nothing is held open between calls: every value is its own file or object."""
+
+    # ------------------------------------------------------------------ stage results
+
+    def _result_path(self, key: str) -> str:
+        return f"{self.root}/results/{key[:2]}/{key}.json"
+
+    def get_result(self, key: str) -> StageOutput | Reject | None:
+        data = self._read(self._result_path(key))
+        return None if data is None else result_from_json(json.loads(data)["value"])
+
+    def put_result(self, key: str, stage: str, result: StageOutput | Reject) -> None:
+        value = {"stage": stage, "value": result.to_json()}
+        self._write(self._result_path(key), _json_bytes(value))
+
+    # ------------------------------------------------------------------ per-run outcomes
+
+    def _outcome_dir(self, plan_key: str) -> str:
+        return f"{self.root}/outcomes/{plan_key}"
+
+    def _outcome_path(self, plan_key: str, sample_id: str) -> str:
+        return f"{self._outcome_dir(plan_key)}/{sample_id[:2]}/{sample_id}.json"
+
+    def put_outcome(self, plan_key: str, sample_id: str, outcome: dict) -> None:
+        self._write(self._outcome_path(plan_key, sample_id), _json_bytes(outcome))
+
+    def has_outcome(self, plan_key: str, sample_id: str) -> bool:
+        return self.fs.exists(self._outcome_path(plan_key, sample_id))
+
+    def iter_outcomes(self, plan_key: str, sample_ids: list[str] | None = None) -> Iterator[dict]:
+        """Outcomes sorted by sample id (the order of every shard).
+
+        Without `sample_ids`, every outcome under the plan: bucket folders are named by the first
+        two characters of the ids inside them, so sorted buckets of sorted names are sorted ids,
+        and only one bucket's listing is held at a time.
+        """
+        if sample_ids is None:
+            top = self._outcome_dir(plan_key)
+            buckets = sorted(self._names(top)) if self.fs.exists(top) else []
+            for bucket in buckets:
+                for name in sorted(n for n in self._names(f"{top}/{bucket}") if n.endswith(".json")):
+                    data = self._read(f"{top}/{bucket}/{name}")
+                    if data is not None:  # listed, then removed by hand: the listing is not the truth
+                        yield json.loads(data)
+            return
+        for sample_id in sorted(sample_ids):
+            data = self._read(self._outcome_path(plan_key, sample_id))
+            if data is None:
+                raise KeyError(f"no outcome for sample {sample_id} under plan {plan_key}: the run did not finish")
+            yield json.loads(data)
+
+    # ------------------------------------------------------------------ images
+
+    def _image_path(self, sha: str, fmt: str) -> str:
+        return f"{self.root}/images/{sha[:2]}/{sha}.{fmt}"
+
+    def put_image_bytes(self, data: bytes, ref: ImageRef | None = None) -> ImageRef:
+        """Store encoded bytes as they are (probing them unless the caller already did)."""
+        ref = ref or images.probe(data)
+        path = self._image_path(ref.sha256, ref.format)
+        if not self.fs.exists(path):
+            self._write(path, data)
+        return ref
+
+    def image_bytes(self, ref: ImageRef) -> bytes:
+        data = self._read(self._image_path(ref.sha256, ref.format))
+        if data is None:
+            raise FileNotFoundError(f"image {ref.sha256}.{ref.format} is not in the store at {self.url}")
+        return data
+
+    def has_image(self, ref: ImageRef) -> bool:
+        return self.fs.exists(self._image_path(ref.sha256, ref.format))
+
+    # ------------------------------------------------------------------ atomic I/O
+
+    def _names(self, folder: str) -> list[str]:
+        return [Path(p.rstrip("/")).name for p in self.fs.ls(folder, detail=False)
+                if not Path(p.rstrip("/")).name.startswith(".tmp-")]
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+
+    def _write(self, path: str, data: bytes) -> None:
+        if not self._local:
+            self.fs.pipe_file(path, data)  # one PUT: atomic on object stores
+            return
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _json_bytes(value: dict) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False).encode()
+
+
+def is_url(cache: str) -> bool:
+    return "://" in cache
+
+
+def open_store(cache: str | os.PathLike, kind: str = "sqlite"):
+    """The store the config selects: `store=sqlite` (one machine) or `store=shared`.
+
+    A `cache` that is a URL (`s3://...`, `gs://...`, `file://...`, `memory://...`) can only be
+    the shared store; a plain path is SQLite unless `store=shared` says it is a shared
+    filesystem (NFS, Lustre) that many machines mount.
+    """
+    if kind not in STORE_KINDS:
+        raise ConfigError(f"store={kind!r}: use one of {', '.join(STORE_KINDS)}")
+    cache = str(cache)
+    if kind == "shared" or is_url(cache):
+        return SharedStore(cache)
+    return Store(cache)
