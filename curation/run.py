@@ -8,6 +8,8 @@ only) → run the stages (executor, store) → emit shards, rejects, manifest an
 from __future__ import annotations
 
 import asyncio
+import functools
+import io
 import hashlib
 import logging
 import shutil
@@ -31,7 +33,7 @@ from curation.build.plan import Plan, PlanError, build_plan, plan_key
 from curation.core.schema import SchemaError
 from curation.core.progress import Progress
 from curation.core.records import Reject, Sample
-from curation.build.store import Store
+from curation.build.shared_store import open_store
 
 log = logging.getLogger("curation.run")
 
@@ -122,7 +124,16 @@ def run(cfg: DictConfig) -> Path:
     print(f"recipe {cfg.recipe.name}: shard {cfg.shard} of {cfg.num_shards}, output {out}", file=sys.stderr)
     print(plan.describe(), file=sys.stderr)
 
-    store = Store(cfg.cache)
+    store = open_store(cfg.cache, cfg.executor.store)
+    if cfg.executor.name == "ray":
+        try:
+            stats, accounting, sample_ids = _walk_on_ray(cfg, plan, key, stage_settings, gate_settings)
+            summaries, doc = write_dataset(out, plan, store, key, sample_ids, identities, cfg, stats, accounting,
+                                           time.time() - started)
+        finally:
+            store.close()
+        print_summary(out, summaries, stats, doc)
+        return out
     try:
         gates = Gates(gate_settings, store)
         # Reading and gating a large source takes a while too: it gets its own progress line.
@@ -142,6 +153,24 @@ def run(cfg: DictConfig) -> Path:
         store.close()
     print_summary(out, summaries, stats, doc)
     return out
+
+
+def _walk_on_ray(cfg, plan, key, stage_settings, gate_settings):
+    from curation.build.ray_executor import RayExecutor, RaySettings  # the ray extra, only when asked for
+
+    progress = Progress([s.name for s in plan.stages], interval=cfg.run.progress_interval_s)
+    executor = RayExecutor(plan, make_backends=functools.partial(build_backends, cfg, plan),
+                           read_samples=functools.partial(gated_samples, cfg, plan, gate_settings),
+                           store_url=str(cfg.cache), run_seed=cfg.seed, plan_key=key, stage_settings=stage_settings,
+                           progress=progress, settings=RaySettings.from_config(cfg.executor))
+    result = executor.run()
+    return result.stats, result.accounting, result.sample_ids
+
+
+def gated_samples(cfg, plan, gate_settings, store):
+    source = build_backend("source", cfg.source)
+    silent = Progress([GATES], interval=float("inf"), stream=io.StringIO())
+    return read_source(source, Gates(gate_settings, store), plan, cfg, silent)
 
 
 def _sample(item: Sample | tuple[Sample, Reject]) -> Sample:
