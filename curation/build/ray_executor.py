@@ -90,6 +90,7 @@ class RayRun:
     stats: RunStats
     accounting: dict[str, dict[str, Any]]
     sample_ids: list[str]
+    actors: list[str]  # every walker actor that returned a batch: host:pid:id gpus [ids]
 
 
 class RayExecutor:
@@ -109,7 +110,16 @@ class RayExecutor:
     def dataset(self) -> ray.data.Dataset:
         s = self.settings
         source = GatedSampleSource(self.read_samples, self.store_url, block_rows=s.batch_size)
-        rows = ray.data.read_datasource(source, override_num_blocks=1, num_cpus=s.read_num_cpus)
+        # Ray Data merges a task's output into blocks of up to 128 MiB before passing them on: the
+        # whole source would go to one actor, after the source is read. One block per sample
+        # keeps the stream moving; the actor pool bundles `batch_size` of them per call. The
+        # setting is captured by this dataset only.
+        context = ray.data.DataContext.get_current()
+        saved, context.target_max_block_size = context.target_max_block_size, 1
+        try:
+            rows = ray.data.read_datasource(source, override_num_blocks=1, num_cpus=s.read_num_cpus)
+        finally:
+            context.target_max_block_size = saved
         return rows.map_batches(
             WalkerActor, batch_format="pyarrow", batch_size=s.batch_size,
             compute=ray.data.ActorPoolStrategy(size=s.actors),
@@ -136,7 +146,7 @@ class RayExecutor:
             raise (failure.cause or failure) from None
         self.progress.maybe_print(force=True)
         return RayRun(stats=stats, accounting=merge_accounting(accounting.values()),
-                      sample_ids=sorted(set(sample_ids)))
+                      sample_ids=sorted(set(sample_ids)), actors=sorted(accounting))
 
     def _count(self, stats: RunStats, counts: dict[str, dict[str, int]]) -> None:
         for kind in ("computed", "cached", "rejected"):

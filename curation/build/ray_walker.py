@@ -18,6 +18,7 @@ import uuid
 from typing import Any, Callable
 
 import pyarrow as pa
+import ray
 
 from curation.backends.base import Backend
 from curation.build.executor import Executor, RunStats
@@ -48,7 +49,10 @@ class WalkerActor:
         silent = Progress([s.name for s in plan.stages], interval=float("inf"), stream=io.StringIO())
         self.executor = Executor(plan, self.backends, self.store, run_seed=run_seed, plan_key=plan_key,
                                  stage_settings=stage_settings, progress=silent, max_in_flight=max_in_flight)
-        self.actor = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Names this actor in the driver's accounting (a restarted actor is a new one), with the
+        # GPUs Ray placed it on.
+        gpus = ",".join(str(g) for g in ray.get_gpu_ids())
+        self.actor = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]} gpus [{gpus}]"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         items = decode_rows(batch)

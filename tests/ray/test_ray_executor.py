@@ -1,0 +1,121 @@
+"""`executor=ray` on a local Ray: same bytes as the local executor, and it survives deaths.
+
+One Ray session for the module (starting Ray costs seconds on 2 cores), declared with 2 CPUs and
+2 logical GPUs, so walker actors asking for `num_gpus_per_actor=1` are placed by GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from curation.core import schema
+from curation.publish import manifest
+from tests.helpers import FAST, build, shard_digests
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = ["recipe=all", "n=12"]
+ON_RAY = ["executor=ray", "executor.num_gpus_per_actor=1", "executor.batch_size=2"]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("local")
+    return build(tmp, *RECIPE)
+
+
+def _accounted_once(out: Path) -> None:
+    """Every sourced sample is one accepted row or one reject row, per mode."""
+    rejects = pq.read_table(out / "rejects" / "rejects.parquet").to_pylist()
+    doc = manifest.read(out)
+    for mode in schema.MODE_KEYS:
+        ids = [i for p in sorted((out / "data" / mode).glob("*.parquet"))
+               for i in pq.read_table(p, columns=["sample_id"]).column("sample_id").to_pylist()]
+        rejected = [r["sample_id"] for r in rejects if r["mode"] == mode]
+        assert len(ids) == len(set(ids)) and not set(ids) & set(rejected)
+        assert len(ids) + len(rejected) == doc["modes"][mode]["sourced"] == 12
+
+
+def test_ray_writes_the_local_executors_bytes(ray_session, local_reference, tmp_path):
+    out = build(tmp_path, *RECIPE, *ON_RAY)
+    assert shard_digests(out) == shard_digests(local_reference)
+    _accounted_once(out)
+    again = build(tmp_path, *RECIPE, *ON_RAY)  # finished: nothing to call
+    assert manifest.read(again)["run"]["backend_calls"] == {}
+    assert shard_digests(again) == shard_digests(local_reference)
+
+
+def _walker_pids() -> list[int]:
+    """Processes of live walker actors (Ray titles them after the map operator)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"MapBatches(WalkerActor)" in cmdline and int(entry.name) != os.getpid():
+                pids.append(int(entry.name))
+    return pids
+
+
+def _outcomes(cache: Path) -> int:
+    return sum(1 for _ in (cache / "outcomes").rglob("*.json")) if (cache / "outcomes").exists() else 0
+
+
+def test_a_killed_actor_is_replaced_and_every_sample_is_accounted_once(ray_session, local_reference, tmp_path):
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.setdefault("out", build(tmp_path, *RECIPE, *ON_RAY)))
+    thread.start()
+    deadline = time.monotonic() + 120
+    while _outcomes(tmp_path / "cache") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    before = set(_walker_pids())
+    assert before and thread.is_alive(), "no walker actor to kill mid-run"
+    os.kill(min(before), signal.SIGKILL)
+    replacements: set[int] = set()
+    while thread.is_alive() and not replacements:
+        replacements = set(_walker_pids()) - before
+        time.sleep(0.05)
+    thread.join(timeout=300)
+    assert replacements, "Ray did not start a walker in place of the killed one"
+    assert not thread.is_alive() and "out" in result, "the run did not finish after an actor was killed"
+    assert _outcomes(tmp_path / "cache") == 12
+    assert shard_digests(result["out"]) == shard_digests(local_reference)
+    _accounted_once(result["out"])
+
+
+def test_driver_killed_then_restarted_resumes_byte_identical(ray_session, local_reference, tmp_path):
+    command = [sys.executable, "-m", "curation.run", *RECIPE, *FAST, *ON_RAY, f"executor.address={ray_session}",
+               f"out={tmp_path / 'ds'}", f"cache={tmp_path / 'cache'}"]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while _outcomes(tmp_path / "cache") < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before the kill; lengthen it"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = _outcomes(tmp_path / "cache")
+    assert 0 < done_before < 12
+    subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert shard_digests(tmp_path / "ds") == shard_digests(local_reference)
+    calls = manifest.read(tmp_path / "ds")["run"]["backend_calls"]
+    assert calls.get("initial_thinking", 0) <= 12 - done_before + 4  # the finished work was not redone
+    _accounted_once(tmp_path / "ds")
