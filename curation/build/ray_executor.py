@@ -43,6 +43,7 @@ class RaySettings:
     num_gpus_per_actor: float = 0
     num_cpus_per_actor: float = 0.5
     batch_size: int = 32
+    batches_per_actor: int = 4
     read_num_cpus: float = 0.5
     local_num_cpus: int | None = None
     local_num_gpus: int | None = None
@@ -52,6 +53,8 @@ class RaySettings:
             raise ConfigError(f"executor.actors={self.actors} must be at least 1")
         if self.batch_size < 1:
             raise ConfigError(f"executor.batch_size={self.batch_size} must be at least 1")
+        if self.batches_per_actor < 1:
+            raise ConfigError(f"executor.batches_per_actor={self.batches_per_actor} must be at least 1")
         for name in ("num_gpus_per_actor", "num_cpus_per_actor", "read_num_cpus"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"executor.{name}={getattr(self, name)} cannot be negative")
@@ -64,7 +67,8 @@ class RaySettings:
         local = node.get("local") or {}
         return cls(address=node.get("address"), actors=int(node.actors),
                    num_gpus_per_actor=float(node.num_gpus_per_actor), num_cpus_per_actor=float(node.num_cpus_per_actor),
-                   batch_size=int(node.batch_size), read_num_cpus=float(node.read_num_cpus),
+                   batch_size=int(node.batch_size), batches_per_actor=int(node.batches_per_actor),
+                   read_num_cpus=float(node.read_num_cpus),
                    local_num_cpus=local.get("num_cpus"), local_num_gpus=local.get("num_gpus"))
 
 
@@ -122,41 +126,51 @@ class RayExecutor:
             context.target_max_block_size = saved
         return rows.map_batches(
             WalkerActor, batch_format="pyarrow", batch_size=s.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=s.actors),
+            compute=ray.data.ActorPoolStrategy(size=s.actors, max_tasks_in_flight_per_actor=s.batches_per_actor,
+                                               max_concurrent_calls_per_actor=s.batches_per_actor,
+                                               enable_true_multi_threading=True),
             num_cpus=s.num_cpus_per_actor, num_gpus=s.num_gpus_per_actor,
             fn_constructor_kwargs=dict(make_backends=self.make_backends, store_url=self.store_url, plan=self.plan,
                                        plan_key=self.plan_key, run_seed=self.run_seed,
                                        stage_settings=self.stage_settings, actors=s.actors,
-                                       max_in_flight=s.batch_size))
+                                       max_in_flight=s.batch_size * s.batches_per_actor))
 
     def run(self) -> RayRun:
         connect(self.settings)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the run's own progress lines say the same, once
-        stats = RunStats()
-        accounting: dict[str, dict[str, dict[str, Any]]] = {}  # actor -> its latest accounting
+        latest: dict[str, dict[str, Any]] = {}  # actor -> its latest report (counts so far)
         sample_ids: list[str] = []
         try:
             for row in self.dataset().iter_rows():
                 sample_ids.extend(row["sample_ids"])
-                self._count(stats, json.loads(row["counts"]))
-                accounting[row["actor"]] = json.loads(row["accounting"])
+                known = latest.get(row["actor"])
+                if known is None or row["report"] > known["report"]:
+                    counts = json.loads(row["counts"])
+                    self._advance(counts, known["counts"] if known else {})
+                    latest[row["actor"]] = {"report": row["report"], "counts": counts,
+                                            "accounting": json.loads(row["accounting"])}
         except RayTaskError as failure:
             # A broken run: report the walker's own error (server gone, disk full), not Ray's wrapper.
             raise (failure.cause or failure) from None
         self.progress.maybe_print(force=True)
-        return RayRun(stats=stats, accounting=merge_accounting(accounting.values()),
-                      sample_ids=sorted(set(sample_ids)), actors=sorted(accounting))
+        stats = RunStats()
+        for report in latest.values():
+            for kind in ("computed", "cached", "rejected"):
+                bucket = getattr(stats, kind)
+                for stage, n in report["counts"].get(kind, {}).items():
+                    bucket[stage] = bucket.get(stage, 0) + n
+        return RayRun(stats=stats, accounting=merge_accounting(r["accounting"] for r in latest.values()),
+                      sample_ids=sorted(set(sample_ids)), actors=sorted(latest))
 
-    def _count(self, stats: RunStats, counts: dict[str, dict[str, int]]) -> None:
-        for kind in ("computed", "cached", "rejected"):
-            bucket = getattr(stats, kind)
-            for stage, n in counts.get(kind, {}).items():
-                bucket[stage] = bucket.get(stage, 0) + n
+    def _advance(self, counts: dict[str, dict[str, int]], before: dict[str, dict[str, int]]) -> None:
+        """Move the progress lines on by what one actor did since its previous report."""
+        def since(kind: str, stage: str) -> int:
+            return counts.get(kind, {}).get(stage, 0) - before.get(kind, {}).get(stage, 0)
+
         for stage in {*counts.get("computed", {}), *counts.get("cached", {})}:
-            self.progress.update(stage, computed=counts.get("computed", {}).get(stage, 0),
-                                 cached=counts.get("cached", {}).get(stage, 0),
-                                 rejected=counts.get("rejected", {}).get(stage, 0))
+            self.progress.update(stage, computed=since("computed", stage), cached=since("cached", stage),
+                                 rejected=since("rejected", stage))
 
 
 def merge_accounting(per_actor) -> dict[str, dict[str, Any]]:

@@ -1,11 +1,15 @@
 """A walker actor: the local executor's per-sample walk, inside a Ray Data actor pool.
 
 Each actor builds the backends once (an in-process model loads once per actor, in `check()`),
-opens the shared store, and keeps one event loop for its life (aiohttp sessions and the
-executor's semaphores belong to one loop). A batch of samples is walked exactly as the local
-executor walks them: same stages, keys, seeds and store reads, one outcome per sample written to
-the store. It returns one row per batch: the batch's sample ids and what the batch cost (stage
-counts, and the actor's backend accounting so far), which is all the driver needs.
+opens the shared store, and runs one event loop in a thread of its own for its whole life (aiohttp
+sessions and the executor's semaphores belong to one loop). Ray Data may hand an actor several
+batches at once (`executor.batches_per_actor`): each call submits its samples to that one loop and
+waits, so batches overlap (no actor idles on the slowest sample of a batch) while one executor
+keeps each backend's limit on requests in flight. A batch is walked exactly as the local executor
+walks samples: same stages, keys, seeds and store reads, one outcome per sample in the store.
+
+Each call returns one row: the batch's sample ids and the actor's counts and backend accounting so
+far, numbered, so the driver keeps the latest per actor whatever order the rows arrive in.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import io
 import json
 import os
+import threading
 import uuid
 from typing import Any, Callable
 
@@ -21,7 +26,7 @@ import pyarrow as pa
 import ray
 
 from curation.backends.base import Backend
-from curation.build.executor import Executor, RunStats
+from curation.build.executor import Executor
 from curation.build.plan import Plan
 from curation.build.ray_source import decode_rows
 from curation.build.shared_store import SharedStore
@@ -31,8 +36,8 @@ from curation.core.records import Sample
 # The run's backends, built from its config: a picklable callable from the entrypoint.
 BackendsFactory = Callable[[], dict[str, Backend]]
 
-RESULT_SCHEMA = pa.schema([("sample_ids", pa.list_(pa.string())), ("counts", pa.string()),
-                           ("actor", pa.string()), ("accounting", pa.string())])
+RESULT_SCHEMA = pa.schema([("sample_ids", pa.list_(pa.string())), ("actor", pa.string()), ("report", pa.int64()),
+                           ("counts", pa.string()), ("accounting", pa.string())])
 
 
 class WalkerActor:
@@ -45,6 +50,9 @@ class WalkerActor:
             backend.concurrency = max(1, backend.concurrency // actors)
         self.store = SharedStore(store_url)
         self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="walker-loop", daemon=True).start()
+        self._report_lock = threading.Lock()
+        self._reports = 0
         # The driver prints progress; an actor's own would only interleave in the worker logs.
         silent = Progress([s.name for s in plan.stages], interval=float("inf"), stream=io.StringIO())
         self.executor = Executor(plan, self.backends, self.store, run_seed=run_seed, plan_key=plan_key,
@@ -56,27 +64,20 @@ class WalkerActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         items = decode_rows(batch)
-        before = _copy(self.executor.stats)
-        self.loop.run_until_complete(self.executor.run(items))
-        counts = _minus(self.executor.stats, before)
-        accounting = {role: b.summary() for role, b in self.backends.items() if b.summary()}
+        # A broken run (server gone) raises here, failing the batch: Ray retries it, then the driver
+        # reports the error itself.
+        asyncio.run_coroutine_threadsafe(self.executor.run(items), self.loop).result()
+        with self._report_lock:  # counts read on this thread while the loop thread runs on
+            self._reports += 1
+            report = self._reports
+            counts = asyncio.run_coroutine_threadsafe(self._counts(), self.loop).result()
         ids = [(i if isinstance(i, Sample) else i[0]).sample_id for i in items]
-        return pa.Table.from_pylist([{"sample_ids": ids, "counts": json.dumps(counts), "actor": self.actor,
-                                      "accounting": json.dumps(accounting)}], schema=RESULT_SCHEMA)
+        return pa.Table.from_pylist([{"sample_ids": ids, "actor": self.actor, "report": report, **counts}],
+                                    schema=RESULT_SCHEMA)
 
-    def __del__(self):
-        # Best effort: an actor that Ray stops closes its HTTP sessions; one that is killed cannot.
-        if getattr(self, "loop", None) is not None and not self.loop.is_closed():
-            for backend in getattr(self, "backends", {}).values():
-                self.loop.run_until_complete(backend.aclose())
-            self.loop.close()
-
-
-def _copy(stats: RunStats) -> dict[str, dict[str, int]]:
-    return {"computed": dict(stats.computed), "cached": dict(stats.cached), "rejected": dict(stats.rejected)}
-
-
-def _minus(stats: RunStats, before: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    now = _copy(stats)
-    return {kind: {stage: n - before[kind].get(stage, 0) for stage, n in now[kind].items()
-                   if n - before[kind].get(stage, 0)} for kind in now}
+    async def _counts(self) -> dict[str, str]:
+        """The actor's counts and accounting so far, read on the loop's thread (no torn reads)."""
+        stats = self.executor.stats
+        counts = {"computed": stats.computed, "cached": stats.cached, "rejected": stats.rejected}
+        accounting = {role: b.summary() for role, b in self.backends.items() if b.summary()}
+        return {"counts": json.dumps(counts), "accounting": json.dumps(accounting)}
