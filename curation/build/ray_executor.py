@@ -113,10 +113,10 @@ class RayExecutor:
 
     def dataset(self) -> ray.data.Dataset:
         s = self.settings
-        source = GatedSampleSource(self.read_samples, self.store_url, block_rows=s.batch_size)
+        source = GatedSampleSource(self.read_samples, self.store_url, batch_size=s.batch_size)
         # Ray Data merges a task's output into blocks of up to 128 MiB before passing them on: the
-        # whole source would go to one actor, after the source is read. One block per sample
-        # keeps the stream moving; the actor pool bundles `batch_size` of them per call. The
+        # whole source would go to one actor, after the source is read. A block per row (a row is
+        # a batch of samples) keeps the stream moving and spreads it over the actors. The
         # setting is captured by this dataset only.
         context = ray.data.DataContext.get_current()
         saved, context.target_max_block_size = context.target_max_block_size, 1
@@ -125,7 +125,7 @@ class RayExecutor:
         finally:
             context.target_max_block_size = saved
         return rows.map_batches(
-            WalkerActor, batch_format="pyarrow", batch_size=s.batch_size,
+            WalkerActor, batch_format="pyarrow", batch_size=1,  # one row: one batch of samples
             compute=ray.data.ActorPoolStrategy(size=s.actors, max_tasks_in_flight_per_actor=s.batches_per_actor,
                                                max_concurrent_calls_per_actor=s.batches_per_actor,
                                                enable_true_multi_threading=True),

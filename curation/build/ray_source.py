@@ -3,8 +3,12 @@
 A source is a stream (a Hub dataset, a folder, a prompts file, the offline world), read in order,
 so it is one read task. Ray Data streams the blocks the task yields to the walker actors as they
 come, so the first model call does not wait for the whole source, and its backpressure keeps the
-blocks in flight bounded. Rows travel pickled in one binary column: a `Sample` (with its gate
-reject, if any) is small once its image is in the shared store.
+blocks in flight bounded.
+
+One Ray Data row is one batch of samples, pickled into one binary cell: Ray's cost is per block
+(an object in the object store, a task to schedule), and one block per batch rather than per sample
+is what keeps it small next to the work. A `Sample` (with its gate reject, if any) is small once
+its image is in the shared store.
 """
 
 from __future__ import annotations
@@ -22,24 +26,23 @@ from curation.build.shared_store import SharedStore
 # to the read task, which runs it against the shared store (the gates write source images there).
 SampleReader = Callable[[SharedStore], Iterable[Any]]
 
-ITEM = "item"  # the pickled sample column
+SAMPLES = "samples"  # one pickled batch of samples per row
 
 
-def encode_rows(items: Iterable[Any]) -> pa.Table:
-    return pa.table({ITEM: pa.array([pickle.dumps(i, protocol=pickle.HIGHEST_PROTOCOL) for i in items],
-                                    type=pa.binary())})
+def encode_batch(items: list[Any]) -> pa.Table:
+    return pa.table({SAMPLES: pa.array([pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)], type=pa.binary())})
 
 
-def decode_rows(table: pa.Table) -> list[Any]:
-    return [pickle.loads(v) for v in table.column(ITEM).to_pylist()]
+def decode_batches(table: pa.Table) -> list[Any]:
+    return [item for cell in table.column(SAMPLES).to_pylist() for item in pickle.loads(cell)]
 
 
 class GatedSampleSource(Datasource):
-    def __init__(self, read_samples: SampleReader, store_url: str, *, block_rows: int):
+    def __init__(self, read_samples: SampleReader, store_url: str, *, batch_size: int):
         super().__init__()
         self.read_samples = read_samples
         self.store_url = store_url
-        self.block_rows = block_rows
+        self.batch_size = batch_size
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None  # a stream: unknown until read
@@ -51,11 +54,11 @@ class GatedSampleSource(Datasource):
 
     def _read(self) -> Iterator[pa.Table]:
         store = SharedStore(self.store_url)
-        block: list[Any] = []
+        batch: list[Any] = []
         for item in self.read_samples(store):
-            block.append(item)
-            if len(block) >= self.block_rows:
-                yield encode_rows(block)
-                block = []
-        if block:
-            yield encode_rows(block)
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                yield encode_batch(batch)
+                batch = []
+        if batch:
+            yield encode_batch(batch)

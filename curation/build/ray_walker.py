@@ -28,7 +28,7 @@ import ray
 from curation.backends.base import Backend
 from curation.build.executor import Executor
 from curation.build.plan import Plan
-from curation.build.ray_source import decode_rows
+from curation.build.ray_source import decode_batches
 from curation.build.shared_store import SharedStore
 from curation.core.progress import Progress
 from curation.core.records import Sample
@@ -63,7 +63,7 @@ class WalkerActor:
         self.actor = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]} gpus [{gpus}]"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        items = decode_rows(batch)
+        items = decode_batches(batch)
         # A broken run (server gone) raises here, failing the batch: Ray retries it, then the driver
         # reports the error itself.
         asyncio.run_coroutine_threadsafe(self.executor.run(items), self.loop).result()
