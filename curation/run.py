@@ -1,55 +1,50 @@
 """`python -m curation.run recipe=<name> [overrides]`: build a dataset, resumably.
 
 The flow, top to bottom: compose the config → build and check the backends (fail fast) → plan
-the stages the recipe's modes need → read the source through the gates (this process's shard
-only) → run the stages (executor, store) → emit shards, rejects, manifest and card.
+the stages the recipe's modes need → stream the source through the gates (this process's shard
+only) into the executor, which runs the stages and leaves one outcome per sample in the store →
+emit: one pass over the outcomes into every mode's shards, then rejects, manifest and card.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import io
 import hashlib
-import logging
-import shutil
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from hydra.errors import HydraException, InstantiationException
-from hydra.utils import instantiate
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from curation.publish import card, emit, manifest
 from curation.backends.base import Backend, BackendUnavailable, Source
-from curation.core.config import ConfigError, load_config, wants_help
-from curation.build.executor import Executor, RunStats
-from curation.build.gates import STAGE as GATES
+from curation.backends.factory import build_backend, build_backends
+from curation.build.executor import Executor, RunStats, SampleWalker
 from curation.build.gates import Gates, GateSettings
 from curation.build.plan import Plan, PlanError, build_plan, plan_key
-from curation.core.schema import SchemaError
+from curation.build.samples import GATES, read_samples
+from curation.build.shared_store import is_url, open_store
+from curation.build.store import Store
+from curation.core.config import ConfigError, load_config, wants_help
 from curation.core.progress import Progress
-from curation.core.records import Reject, Sample
-from curation.build.shared_store import open_store
+from curation.core.records import Sample
+from curation.core.schema import SchemaError
+from curation.publish import manifest
+from curation.publish.dataset import DatasetWriter, publish_manifest
+from curation.publish.emit import EmitPlan, EmitSettings, emit_outcomes
+from curation.publish.manifest import CheckerScores, Manifest, RunAccount
 
-log = logging.getLogger("curation.run")
+__all__ = ["build_backend", "main", "run"]
 
 USAGE = """usage: python -m curation.run recipe=<mode key | short name | all> [key=value ...]
   e.g. python -m curation.run recipe=improving_full n=100 out=outputs/demo
        python -m curation.run recipe=all teacher=vllm_server teacher.base_url=http://host:8000/v1
   knobs: n seed image_size out cache shard num_shards teacher= generator= source= reference= checker=
   see recipes/config.yaml for every knob and README.md for the backends."""
-
-
-def sample_id_for(source_identity: dict, source_id: str) -> str:
-    return hashlib.sha256(f"{source_identity['id']}\0{source_id}".encode()).hexdigest()[:16]
-
-
-def in_shard(sample_id: str, shard: int, num_shards: int) -> bool:
-    return int(sample_id, 16) % num_shards == shard
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -59,53 +54,19 @@ def output_dir(cfg: DictConfig) -> Path:
     return out
 
 
-def build_backends(cfg: DictConfig, plan: Plan) -> dict[str, Backend]:
-    roles = {s.role for s in plan.stages if s.role}
-    backends = {}
-    for role in sorted(roles):
-        node = cfg.get(role)
-        if node is None or "_target_" not in node:
-            raise BackendUnavailable(f"the plan needs a {role} backend but `{role}=` selects none")
-        backends[role] = build_backend(role, node)
-    return backends
-
-
-def build_backend(role: str, node: DictConfig) -> Backend:
-    """Instantiate one backend; a failure becomes one sentence naming the role and the cause."""
+def writable_dir(path: Path, knob: str) -> Path:
+    """Create `path` (a folder the run writes to) now, or say in one sentence why it cannot be."""
     try:
-        return instantiate(node, _convert_="all")
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, BackendUnavailable):
-            raise cause from None
-        raise BackendUnavailable(f"could not build the {role} backend {node.get('_target_')}: "
-                                 f"{type(cause or exc).__name__}: {cause or exc}") from exc
-
-
-def read_source(source: Source, gates: Gates, plan: Plan, cfg: DictConfig,
-                progress: Progress) -> Iterator[Sample | tuple[Sample, Reject]]:
-    identity = source.identity()
-
-    def mine():
-        for index, item in enumerate(source.iter_items(plan.n_source)):
-            sample_id = sample_id_for(identity, item.source_id)
-            if in_shard(sample_id, cfg.shard, cfg.num_shards):
-                yield item, sample_id, index
-            else:
-                progress.update(GATES, skipped=1)  # another shard's row: read, not ours
-
-    for item, sample_id, index, admitted in gates.admit_all(mine(), workers=cfg.gates_workers):
-        progress.update(GATES, computed=1, rejected=int(isinstance(admitted, Reject)))
-        if isinstance(admitted, Reject):
-            yield Sample(sample_id, item.source_id, index, fields={}), admitted
-        else:
-            yield admitted
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{knob}={path} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{knob}={path} is not writable by this user")
+    return path
 
 
 def run(cfg: DictConfig) -> Path:
-    started = time.time()
+    started = time.monotonic()
     if not 0 <= cfg.shard < cfg.num_shards:
         raise ConfigError(f"shard={cfg.shard} must be in [0, num_shards={cfg.num_shards})")
     out = output_dir(cfg)
@@ -114,74 +75,76 @@ def run(cfg: DictConfig) -> Path:
     with_checker = cfg.get("checker") is not None and "_target_" in cfg.checker
     plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images, with_checker=with_checker,
                       improving_initial_thinking=cfg.improving_initial_thinking)
-    backends = build_backends(cfg, plan)
-    for backend in (source, *backends.values()):
-        backend.check()  # before any work: one clear sentence if a backend cannot run
+    backends = build_backends(cfg, (s.role for s in plan.stages if s.role))
+    # Before any work: one clear sentence if a backend cannot run. On Ray each walker actor runs
+    # these checks itself where the models will live (loading one here would only waste the GPU).
+    for backend in (source, *(backends.values() if cfg.executor.name == "local" else ())):
+        backend.check()
     identities = {"source": source.identity(), **{r: b.identity() for r, b in backends.items()}}
     stage_settings = OmegaConf.to_container(cfg.stages, resolve=True)
     key = plan_key(plan, identities, cfg.seed, {"stages": stage_settings, "gates": OmegaConf.to_container(cfg.gates)})
+    # Outcomes are kept per shard: processes building other parts may share this store.
+    run_key = hashlib.sha256(f"{key}:{cfg.shard}/{cfg.num_shards}".encode()).hexdigest()[:32]
 
+    writable_dir(out, "out")  # after the backends' checks: a run that cannot start leaves nothing behind
+    cache = str(cfg.cache) if is_url(str(cfg.cache)) else writable_dir(Path(cfg.cache), "cache")
+    store = open_store(cache, cfg.executor.store)
     print(f"recipe {cfg.recipe.name}: shard {cfg.shard} of {cfg.num_shards}, output {out}", file=sys.stderr)
     print(plan.describe(), file=sys.stderr)
-
-    store = open_store(cfg.cache, cfg.executor.store)
-    if cfg.executor.name == "ray":
-        try:
-            stats, accounting, sample_ids = _walk_on_ray(cfg, plan, key, stage_settings, gate_settings)
-            summaries, doc = write_dataset(out, plan, store, key, sample_ids, identities, cfg, stats, accounting,
-                                           time.time() - started)
-        finally:
-            store.close()
-        print_summary(out, summaries, stats, doc)
-        return out
     try:
-        gates = Gates(gate_settings, store)
-        # Reading and gating a large source takes a while too: it gets its own progress line.
-        progress = Progress([GATES, *(s.name for s in plan.stages)], interval=cfg.run.progress_interval_s)
-        progress.set_total(GATES, plan.n_source)
-        samples = list(read_source(source, gates, plan, cfg, progress))
-        for stage in plan.stages:
-            progress.set_total(stage.name, sum(1 for s in samples if stage in plan.stages_for(_index(s))))
-        executor = Executor(plan, backends, store, run_seed=cfg.seed, plan_key=key,
-                            stage_settings=stage_settings, progress=progress, max_in_flight=cfg.run.max_in_flight)
-        stats = asyncio.run(_run_and_close(executor, samples, backends))
-        accounting = {role: b.summary() for role, b in backends.items() if b.summary()}
-        sample_ids = [(_sample(s).sample_id) for s in samples]
-        summaries, doc = write_dataset(out, plan, store, key, sample_ids, identities, cfg, stats, accounting,
-                                       time.time() - started)
+        store.clear_outcomes(run_key)  # every sample is walked again (reading the store): no stale outcome
+        progress = make_progress(plan, cfg)
+        if cfg.executor.name == "ray":
+            stats, accounting = walk_on_ray(cfg, plan, gate_settings, str(cache), run_key, stage_settings, progress)
+        else:
+            samples = read_samples(source, Gates(gate_settings, store), plan.n_source, shard=cfg.shard,
+                                   num_shards=cfg.num_shards, workers=cfg.gates_workers, progress=progress)
+            walker = SampleWalker(plan, backends, store, run_seed=cfg.seed, run_key=run_key,
+                                  stage_settings=stage_settings, progress=progress)
+            stats = asyncio.run(_run_and_close(Executor(walker, max_in_flight=cfg.run.max_in_flight), samples,
+                                               backends))
+            accounting = {role: b.summary() for role, b in backends.items() if b.summary()}
+        doc = publish(out, plan, store, run_key, identities, cfg, stats, accounting, started)
     finally:
         store.close()
-    print_summary(out, summaries, stats, doc)
+    print_summary(out, doc, stats)
     return out
 
 
-def _walk_on_ray(cfg, plan, key, stage_settings, gate_settings):
-    from curation.build.ray_executor import RayExecutor, RaySettings  # the ray extra, only when asked for
+def make_progress(plan: Plan, cfg: DictConfig) -> Progress:
+    """One line per stage. Totals are known when one process reads the whole source (a mode
+    with count k takes the first k rows, so a stage's total is the largest count of the modes that
+    need it); a shard sees an unknown share of the rows, so it shows rates only."""
+    progress = Progress([GATES, *(s.name for s in plan.stages)], interval=cfg.run.progress_interval_s)
+    if cfg.num_shards == 1:
+        progress.set_total(GATES, plan.n_source)
+        for stage in plan.stages:
+            users = [c for m, c in plan.modes.items() if stage.name in plan.mode_stages[m]]
+            progress.set_total(stage.name, max(users) if users else plan.n_source)
+    return progress
 
-    progress = Progress([s.name for s in plan.stages], interval=cfg.run.progress_interval_s)
-    executor = RayExecutor(plan, make_backends=functools.partial(build_backends, cfg, plan),
-                           read_samples=functools.partial(gated_samples, cfg, plan, gate_settings),
-                           store_url=str(cfg.cache), run_seed=cfg.seed, plan_key=key, stage_settings=stage_settings,
+
+def walk_on_ray(cfg: DictConfig, plan: Plan, gate_settings: GateSettings, store_url: str, run_key: str,
+                stage_settings: dict, progress: Progress) -> tuple[RunStats, dict]:
+    """`executor=ray`: the same walk on Ray Data (curation/build/ray_executor.py); needs the ray extra."""
+    from curation.build.ray_executor import RayExecutor, RaySettings
+
+    executor = RayExecutor(plan, make_backends=functools.partial(build_backends, cfg, [s.role for s in plan.stages
+                                                                                          if s.role]),
+                           read_samples=functools.partial(_gated_samples, cfg, plan.n_source, gate_settings),
+                           store_url=store_url, run_seed=cfg.seed, run_key=run_key, stage_settings=stage_settings,
                            progress=progress, settings=RaySettings.from_config(cfg.executor))
     result = executor.run()
-    return result.stats, result.accounting, result.sample_ids
+    return result.stats, result.accounting
 
 
-def gated_samples(cfg, plan, gate_settings, store):
-    source = build_backend("source", cfg.source)
-    silent = Progress([GATES], interval=float("inf"), stream=io.StringIO())
-    return read_source(source, Gates(gate_settings, store), plan, cfg, silent)
+def _gated_samples(cfg: DictConfig, limit: int, gate_settings: GateSettings, store) -> Iterator[Sample]:
+    """This shard's samples through the gates, for Ray's read task (which has no progress lines)."""
+    return read_samples(build_backend("source", cfg.source), Gates(gate_settings, store), limit, shard=cfg.shard,
+                        num_shards=cfg.num_shards, workers=cfg.gates_workers)
 
 
-def _sample(item: Sample | tuple[Sample, Reject]) -> Sample:
-    return item if isinstance(item, Sample) else item[0]
-
-
-def _index(item) -> int:
-    return _sample(item).index
-
-
-async def _run_and_close(executor: Executor, samples: list, backends: dict[str, Backend]) -> RunStats:
+async def _run_and_close(executor: Executor, samples, backends: dict[str, Backend]) -> RunStats:
     try:
         return await executor.run(samples)
     finally:
@@ -189,45 +152,44 @@ async def _run_and_close(executor: Executor, samples: list, backends: dict[str, 
             await backend.aclose()
 
 
-def write_dataset(out: Path, plan: Plan, store: Store, key: str, sample_ids: list[str], identities: dict,
-                  cfg: DictConfig, stats: RunStats, accounting: dict, elapsed: float
-                  ) -> tuple[list[emit.ModeSummary], dict]:
-    staging = out / f".staging-{key[:8]}"
-    shutil.rmtree(staging, ignore_errors=True)  # leftovers of an emit that was killed
-    settings = emit.EmitSettings(**OmegaConf.to_container(cfg.emit))
-    role_of = {s.name: s.role for s in plan.stages}
-    rejects: list[dict] = []
-    summaries = []
-    for mode, count in plan.modes.items():
-        outcomes = emit.iter_mode_outcomes(store.iter_outcomes(key, sample_ids), count)
-        summaries.append(emit.emit_mode(mode, outcomes, stage_names=plan.mode_stages[mode], identities=identities,
-                                        role_of=role_of, image_bytes=store.image_bytes, staging=staging,
-                                        settings=settings, rejects_out=rejects))
-    for summary in summaries:
-        emit.replace_dir(staging / "data" / summary.mode, out / "data" / summary.mode)
-    emit.write_rejects(out / "rejects" / "rejects.parquet", rejects)
-    scores = manifest.score_summary(store.iter_outcomes(key, sample_ids))
-    doc = manifest.build(cfg, plan, summaries, identities, stats, scores, accounting, elapsed)
-    manifest.write(out, doc)
-    card.write(out, doc)
-    shutil.rmtree(staging, ignore_errors=True)
-    return summaries, doc
+def publish(out: Path, plan: Plan, store: Store, run_key: str, identities: dict, cfg: DictConfig, stats: RunStats,
+            accounting: dict, started: float) -> Manifest:
+    """Emit every outcome once into the dataset's shards and rejects, then manifest and card."""
+    stored = store.count_outcomes(run_key)
+    if stored != stats.samples:  # another process wrote under this run's key meanwhile
+        raise RuntimeError(f"the store holds {stored} outcomes for this run but it walked {stats.samples} samples: "
+                           f"is the same shard running twice on this cache?")
+    emit_plan = EmitPlan(modes=plan.modes, mode_stages=plan.mode_stages,
+                         role_of={s.name: s.role for s in plan.stages}, identities=identities)
+    writer = DatasetWriter(out, plan.mode_stages, EmitSettings(**OmegaConf.to_container(cfg.emit)),
+                           staging_name=f".staging-{run_key[:8]}")
+    checker = CheckerScores()
+    emit_started = time.monotonic()  # after the writers exist (loading the schemas imports `datasets`)
+    emit_outcomes(checker.observe(store.iter_outcomes(run_key)), emit_plan, writer, store.image_bytes)
+    summaries = writer.finish()
+    now = time.monotonic()
+    account = RunAccount(backend_calls=stats.computed, cached=stats.cached, rejected=stats.rejected,
+                         elapsed_s=now - started, emit_s=now - emit_started, backends=accounting,
+                         first_result_s=None if stats.first_result_at is None else stats.first_result_at - started)
+    doc = manifest.for_run(cfg, summaries, identities, account, checker)
+    publish_manifest(out, doc)
+    return doc
 
 
-def print_summary(out: Path, summaries: list[emit.ModeSummary], stats: RunStats, doc: dict) -> None:
+def print_summary(out: Path, doc: Manifest, stats: RunStats) -> None:
     print(f"\ndataset written to {out.resolve()}", file=sys.stderr)
-    for s in summaries:
+    for s in doc.modes.values():
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s.rejects_by_reason.items())) or "none"
         print(f"  {s.mode}: sourced {s.sourced} = accepted {s.accepted} + rejected {s.rejected} ({reasons})",
               file=sys.stderr)
     print(f"  backend calls this run: {stats.backend_calls} "
           f"({', '.join(f'{k} {v}' for k, v in sorted(stats.computed.items())) or 'all results were in the store'})",
           file=sys.stderr)
-    for role, acc in doc["run"].get("backends", {}).items():
+    for role, acc in doc.run.backends.items():
         print(f"  {role}: " + ", ".join(f"{k} {v}" for k, v in acc.items() if v is not None), file=sys.stderr)
-    for mode, rate in doc["run"].get("accepted_per_teacher_hour", {}).items():
+    for mode, rate in doc.run.accepted_per_teacher_hour.items():
         print(f"  {mode}: {rate:.0f} accepted samples per teacher-hour", file=sys.stderr)
-    print(f"  load with: datasets.load_dataset({str(out)!r}, {summaries[0].mode!r})", file=sys.stderr)
+    print(f"  load with: datasets.load_dataset({str(out)!r}, {next(iter(doc.modes))!r})", file=sys.stderr)
 
 
 def main(overrides: Sequence[str] | None = None) -> Path:

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from curation.backends.base import BackendUnavailable, GenerateRequest  # noqa: E402
 from curation.backends.generators.bagel_inprocess import BagelInProcess  # noqa: E402
+from curation.core.config import load_config  # noqa: E402
 from curation.core.records import Reject  # noqa: E402
 
 
@@ -34,8 +35,10 @@ def main() -> int:
     parser.add_argument("--out", default="bagel_smoke.png")
     args = parser.parse_args()
 
-    generator = BagelInProcess(repo_dir=args.repo_dir, model_dir=args.model_dir, width=args.size,
-                               height=args.size, num_timesteps=args.steps, think=args.think)
+    # The same guidance settings as `generator=bagel` and `generator=bagel_omni` (recipes/bagel/text_to_image.yaml).
+    guidance = {**load_config("config", ["generator=bagel"]).generator.guidance, "num_timesteps": args.steps}
+    generator = BagelInProcess(repo_dir=args.repo_dir, model_dir=args.model_dir, guidance=guidance, width=args.size,
+                               height=args.size, think=args.think)
     started = time.perf_counter()
     try:
         generator.check()

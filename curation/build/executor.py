@@ -1,26 +1,33 @@
-"""The local executor: walks samples through the plan's stages with bounded concurrency.
+"""The local executor: streams samples through the plan's stages with bounded concurrency.
 
-For each sample and stage it computes the stage key, reads the store, and calls the backend
-only on a miss; every result is written the moment it exists. It knows nothing about modes'
-columns or shards: it leaves one outcome per sample (fields, lineage, rejects) for `emit`.
+Two pieces, kept apart so that another executor (Ray) reuses the first:
 
-Concurrency: one semaphore per backend role (`backend.concurrency` requests in flight), and at
-most `max_in_flight` samples open at once so memory stays flat on 300K-sample runs. Another
-executor (Ray, Slurm arrays) can run the same stages over the same store layout.
+- `SampleWalker` takes one sample through the stages its modes need. For each stage it computes
+  the stage key, reads the store, and calls the backend only on a miss; every result is written
+  the moment it exists, then the sample's `Outcome` is written. It knows nothing about modes'
+  columns or shards.
+- `Executor` feeds the walker from an iterator of samples (read by a thread of its own, so a
+  slow source never blocks the event loop, and handed over one by one as they are read), with at most `max_in_flight` samples open at once and
+  one semaphore per backend role (`backend.concurrency` requests in flight). Memory stays flat
+  whatever the number of samples: nothing is kept per sample once its outcome is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Iterator
 
 from curation.backends.base import Backend
 from curation.build.plan import Plan
-from curation.core.progress import Progress
-from curation.core.records import Reject, Sample, StageOutput, encode_value
 from curation.build.stages.base import Stage, StageContext, derive_seed
 from curation.build.store import Store
+from curation.core.progress import Progress
+from curation.core.records import Outcome, Reject, Sample, StageOutput
+
+GATES = "gates"
 
 
 @dataclass
@@ -28,81 +35,75 @@ class RunStats:
     computed: dict[str, int] = field(default_factory=dict)
     cached: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    samples: int = 0  # samples walked (the gates' rejects included)
+    first_result_at: float | None = None  # time.monotonic() when the first backend call returned
 
     @property
     def backend_calls(self) -> int:
         return sum(self.computed.values())
 
+    def add(self, other: "RunStats") -> None:
+        """Fold another walker's counts into these (executors with several walkers)."""
+        for name in ("computed", "cached", "rejected"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            for stage, count in theirs.items():
+                mine[stage] = mine.get(stage, 0) + count
+        self.samples += other.samples
+        if other.first_result_at is not None:
+            self.first_result_at = min(self.first_result_at or other.first_result_at, other.first_result_at)
 
-class Executor:
-    def __init__(self, plan: Plan, backends: dict[str, Backend], store: Store, *, run_seed: int,
-                 plan_key: str, stage_settings: dict[str, dict[str, Any]], progress: Progress,
-                 max_in_flight: int = 256):
+
+class SampleWalker:
+    """One sample at a time through its stages; results and the outcome go to the store.
+
+    Safe to share between many concurrent `walk` calls in one event loop: a second sample whose
+    stage has the same key as one being computed waits for it instead of computing it again.
+    """
+
+    def __init__(self, plan: Plan, backends: dict[str, Backend], store: Store, *, run_seed: int, run_key: str,
+                 stage_settings: dict[str, dict[str, Any]], progress: Progress | None = None):
         self.plan = plan
         self.backends = backends
         self.store = store
         self.run_seed = run_seed
-        self.plan_key = plan_key
+        self.run_key = run_key
         self.stage_settings = stage_settings
         self.progress = progress
-        self.max_in_flight = max_in_flight
         self.identities = {role: b.identity() for role, b in backends.items()}
         self.limits = {role: asyncio.Semaphore(max(1, b.concurrency)) for role, b in backends.items()}
         self.stats = RunStats()
-        # Keys being computed right now: a second sample with the same inputs waits for the first.
-        self._in_flight: dict[str, asyncio.Future] = {}
+        self._in_flight: dict[str, asyncio.Future] = {}  # keys being computed now
         self._computed_this_run: set[str] = set()
 
-    async def run(self, samples: Iterable[Sample | tuple[Sample, Reject]]) -> RunStats:
-        window = asyncio.Semaphore(self.max_in_flight)
-
-        async def one(item):
-            try:
-                await self._walk(item)
-            finally:
-                window.release()
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for item in samples:
-                    await window.acquire()
-                    group.create_task(one(item))
-        except BaseExceptionGroup as failure:
-            # A broken run (server gone, disk full): report its cause itself, not a group of
-            # cancelled sample tasks. Finished results are already in the store.
-            raise failure.exceptions[0] from None
-        self.progress.maybe_print(force=True)
-        return self.stats
-
-    async def _walk(self, item: Sample | tuple[Sample, Reject]) -> None:
-        sample, gate_reject = (item, None) if isinstance(item, Sample) else item
-        outcome = {"sample_id": sample.sample_id, "source_id": sample.source_id, "index": sample.index,
-                   "fields": {}, "lineage": {"source": sample.lineage.get("source", {})}, "rejects": {}}
+    async def walk(self, sample: Sample) -> Outcome:
+        outcome = Outcome(sample.sample_id, sample.source_id, sample.index,
+                          lineage={"source": sample.lineage.get("source", {})})
         stages = self.plan.stages_for(sample.index)
-        if gate_reject is not None:
-            outcome["rejects"]["gates"] = gate_reject.to_json()
+        self.stats.samples += 1
+        if sample.reject is not None:
+            outcome.rejects[GATES] = sample.reject
             for stage in stages:
-                self.progress.update(stage.name, skipped=1)
-            self.store.put_outcome(self.plan_key, sample.sample_id, outcome)
-            return
+                self._progress(stage.name, skipped=1)
+        else:
+            record: dict[str, Any] = dict(sample.fields)
+            for stage in stages:
+                if any(f not in record for f in stage.needs) or self._no_mode_needs(stage, sample.index,
+                                                                                   outcome.rejects):
+                    self._progress(stage.name, skipped=1)
+                    continue
+                result, key, seed = await self._result(stage, sample, record)
+                if isinstance(result, Reject):
+                    outcome.rejects[stage.name] = result
+                    continue
+                # None is kept: "made, and empty" (a base model that wrote no thinking) is for the
+                # stage that needs it to reject with a reason, not a reason to skip that stage.
+                record.update(result.fields)
+                outcome.lineage[stage.name] = {"key": key, "seed": seed, **result.lineage}
+            outcome.fields = record
+        self.store.put_outcome(self.run_key, outcome)
+        return outcome
 
-        record: dict[str, Any] = dict(sample.fields)
-        for stage in stages:
-            if any(f not in record for f in stage.needs) or self._useless(stage, sample.index, outcome["rejects"]):
-                self.progress.update(stage.name, skipped=1)
-                continue
-            result, key, seed = await self._result(stage, sample, record)
-            if isinstance(result, Reject):
-                outcome["rejects"][stage.name] = result.to_json()
-                continue
-            # None is kept: "made, and empty" (a base model that wrote no thinking) is for the
-            # stage that needs it to reject with a reason, not a reason to skip that stage.
-            record.update(result.fields)
-            outcome["lineage"][stage.name] = {"key": key, "seed": seed, **result.lineage}
-        outcome["fields"] = {k: encode_value(v) for k, v in record.items()}
-        self.store.put_outcome(self.plan_key, sample.sample_id, outcome)
-
-    def _useless(self, stage: Stage, index: int, rejects: dict) -> bool:
+    def _no_mode_needs(self, stage: Stage, index: int, rejects: dict[str, Reject]) -> bool:
         """True when every mode that needs this stage has already rejected the sample."""
         if not rejects or stage.name in self.plan.report_stages:
             return False
@@ -137,6 +138,8 @@ class Executor:
             else:
                 async with limit:
                     result = await stage.run(inputs, ctx)
+            if isinstance(result, Reject) and result.stage != stage.name:
+                result = replace(result, stage=stage.name)  # a stage stamps its own rejects
             self.store.put_result(key, stage.name, result)
             self._computed_this_run.add(key)
             future.set_result(result)
@@ -146,6 +149,8 @@ class Executor:
             raise
         finally:
             del self._in_flight[key]
+        if self.stats.first_result_at is None:
+            self.stats.first_result_at = time.monotonic()
         self._count(stage.name, "computed", result)
         return result, key, seed
 
@@ -155,4 +160,86 @@ class Executor:
         rejected = isinstance(result, Reject)
         if rejected:
             self.stats.rejected[stage] = self.stats.rejected.get(stage, 0) + 1
-        self.progress.update(stage, **{kind: 1}, rejected=int(rejected))
+        self._progress(stage, **{kind: 1}, rejected=int(rejected))
+
+    def _progress(self, stage: str, **counts: int) -> None:
+        if self.progress is not None:
+            self.progress.update(stage, **counts)
+
+
+_END = object()
+
+
+class Executor:
+    """The local executor: one event loop, `max_in_flight` samples open, one walker."""
+
+    def __init__(self, walker: SampleWalker, *, max_in_flight: int = 256, read_ahead: int = 64):
+        self.walker = walker
+        self.max_in_flight = max_in_flight
+        self.read_ahead = read_ahead
+
+    async def run(self, samples: Iterable[Sample]) -> RunStats:
+        window = asyncio.Semaphore(self.max_in_flight)
+
+        async def one(sample: Sample) -> None:
+            try:
+                await self.walker.walk(sample)
+            finally:
+                window.release()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                async for sample in _in_thread(iter(samples), self.read_ahead):
+                    await window.acquire()
+                    group.create_task(one(sample))
+        except BaseExceptionGroup as failure:
+            # A broken run (server gone, disk full): report its cause itself, not a group of
+            # cancelled sample tasks. Finished results are already in the store.
+            raise failure.exceptions[0] from None
+        if self.walker.progress is not None:
+            self.walker.progress.maybe_print(force=True)
+        return self.walker.stats
+
+
+async def _in_thread(iterator: Iterator[Sample], capacity: int):
+    """Items of a blocking iterator (source reading, image decoding in the gates), read by a
+    thread of their own and handed over one by one as they come, at most `capacity` ahead of
+    the consumer: the first sample is worked on as soon as it is read, and the event loop keeps
+    serving the requests in flight while the source is slow."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    room = threading.Semaphore(capacity)
+    stop = threading.Event()
+
+    def hand_over(item, error=None) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, (item, error))
+        except RuntimeError:  # the loop is closed: the consumer is gone
+            stop.set()
+
+    def read() -> None:
+        try:
+            for item in iterator:
+                while not room.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                hand_over(item)
+            hand_over(_END)
+        except BaseException as exc:  # the source or the gates failed: the run reports it
+            hand_over(_END, exc)
+
+    reader = threading.Thread(target=read, name="source-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item, error = await queue.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            room.release()
+            yield item
+    finally:
+        stop.set()

@@ -12,7 +12,7 @@ The source bytes are stored exactly as they are when they need no conversion and
 the trainer's bounds (IRGL: VAE side up to 1024); otherwise the normalised image is resized
 once to the bounds and encoded once, losslessly by default.
 
-Sharding: gates see only this process's shard (`run.read_source` filters first), so with
+Sharding: gates see only this process's shard (`build.samples.read_samples` filters first), so with
 `num_shards > 1` duplicates are found within a shard, not across shards.
 """
 
@@ -157,31 +157,42 @@ class Gates:
                       if settings.near_duplicate_distance is not None else None)
 
     def admit(self, item: SourceItem, sample_id: str, index: int) -> Sample | Reject:
+        """The decision for one row: its sample, or why it is turned away."""
         return self.decide(item, self.inspect(item), sample_id, index)
 
     def admit_all(self, rows: Iterable[tuple[SourceItem, str, int]], *, workers: int = 1,
-                  window: int = 64) -> Iterator[tuple[SourceItem, str, int, Sample | Reject]]:
-        """Admit rows in source order; the costly per-row checks run `workers` at a time ahead.
+                  window: int = 64) -> Iterator[Sample]:
+        """Admit rows in source order, as they come; the costly per-row checks run `workers` at a
+        time ahead.
 
         Decoding, normalising and hashing an image depend on that row alone, so a thread pool
         runs them (Pillow releases the GIL while it decodes and resizes); the decisions that
         depend on earlier rows (duplicates) stay sequential and in order, so the result is the
-        same for any number of workers. At most `window` rows are in flight.
+        same for any number of workers. At most `window` rows are in flight. A rejected row is
+        a `Sample` whose `reject` is set: it is accounted for downstream, never dropped.
         """
         if workers <= 1:
             for item, sample_id, index in rows:
-                yield item, sample_id, index, self.admit(item, sample_id, index)
+                yield self._sample(item, self.admit(item, sample_id, index), sample_id, index)
             return
         pending: deque = deque()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gates") as pool:
             for row in rows:
                 pending.append((row, pool.submit(self.inspect, row[0])))
                 if len(pending) >= window:
-                    (item, sample_id, index), future = pending.popleft()
-                    yield item, sample_id, index, self.decide(item, future.result(), sample_id, index)
+                    yield self._decide_next(pending)
             while pending:
-                (item, sample_id, index), future = pending.popleft()
-                yield item, sample_id, index, self.decide(item, future.result(), sample_id, index)
+                yield self._decide_next(pending)
+
+    def _decide_next(self, pending: deque) -> Sample:
+        (item, sample_id, index), future = pending.popleft()
+        return self._sample(item, self.decide(item, future.result(), sample_id, index), sample_id, index)
+
+    @staticmethod
+    def _sample(item: SourceItem, admitted: Sample | Reject, sample_id: str, index: int) -> Sample:
+        if isinstance(admitted, Reject):
+            return Sample(sample_id, item.source_id, index, fields={}, reject=admitted)
+        return admitted
 
     def inspect(self, item: SourceItem) -> _Inspection | Reject:
         """Everything about one row that does not depend on other rows (thread-safe)."""

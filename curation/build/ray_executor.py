@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import ray.data
 from ray.exceptions import RayTaskError
 
 import curation
-from curation.build.executor import RunStats
+from curation.build.executor import GATES, RunStats
 from curation.build.plan import Plan
 from curation.build.ray_source import GatedSampleSource, SampleReader
 from curation.build.ray_walker import BackendsFactory, WalkerActor
@@ -99,14 +100,14 @@ class RayRun:
 
 class RayExecutor:
     def __init__(self, plan: Plan, *, make_backends: BackendsFactory, read_samples: SampleReader, store_url: str,
-                 run_seed: int, plan_key: str, stage_settings: dict[str, dict[str, Any]], progress: Progress,
+                 run_seed: int, run_key: str, stage_settings: dict[str, dict[str, Any]], progress: Progress,
                  settings: RaySettings):
         self.plan = plan
         self.make_backends = make_backends
         self.read_samples = read_samples
         self.store_url = store_url
         self.run_seed = run_seed
-        self.plan_key = plan_key
+        self.run_key = run_key
         self.stage_settings = stage_settings
         self.progress = progress
         self.settings = settings
@@ -131,9 +132,8 @@ class RayExecutor:
                                                enable_true_multi_threading=True),
             num_cpus=s.num_cpus_per_actor, num_gpus=s.num_gpus_per_actor,
             fn_constructor_kwargs=dict(make_backends=self.make_backends, store_url=self.store_url, plan=self.plan,
-                                       plan_key=self.plan_key, run_seed=self.run_seed,
-                                       stage_settings=self.stage_settings, actors=s.actors,
-                                       max_in_flight=s.batch_size * s.batches_per_actor))
+                                       run_key=self.run_key, run_seed=self.run_seed,
+                                       stage_settings=self.stage_settings, actors=s.actors))
 
     def run(self) -> RayRun:
         connect(self.settings)
@@ -141,27 +141,34 @@ class RayExecutor:
         context.enable_progress_bars = False  # the run's own progress lines say the same, once
         latest: dict[str, dict[str, Any]] = {}  # actor -> its latest report (counts so far)
         sample_ids: list[str] = []
+        first_result_at: float | None = None
         try:
             for row in self.dataset().iter_rows():
                 sample_ids.extend(row["sample_ids"])
+                self.progress.update(GATES, computed=len(row["sample_ids"]), rejected=row["gate_rejects"])
                 known = latest.get(row["actor"])
                 if known is None or row["report"] > known["report"]:
                     counts = json.loads(row["counts"])
                     self._advance(counts, known["counts"] if known else {})
+                    if first_result_at is None and any(counts.get("computed", {}).values()):
+                        first_result_at = time.monotonic()  # as the driver saw it: actors' clocks differ
                     latest[row["actor"]] = {"report": row["report"], "counts": counts,
                                             "accounting": json.loads(row["accounting"])}
         except RayTaskError as failure:
             # A broken run: report the walker's own error (server gone, disk full), not Ray's wrapper.
             raise (failure.cause or failure) from None
         self.progress.maybe_print(force=True)
-        stats = RunStats()
+        # Samples by id: a batch retried after its actor died is walked (and reported) twice,
+        # and its outcomes written twice under the same names.
+        sample_ids = sorted(set(sample_ids))
+        stats = RunStats(samples=len(sample_ids), first_result_at=first_result_at)
         for report in latest.values():
             for kind in ("computed", "cached", "rejected"):
                 bucket = getattr(stats, kind)
                 for stage, n in report["counts"].get(kind, {}).items():
                     bucket[stage] = bucket.get(stage, 0) + n
         return RayRun(stats=stats, accounting=merge_accounting(r["accounting"] for r in latest.values()),
-                      sample_ids=sorted(set(sample_ids)), actors=sorted(latest))
+                      sample_ids=sample_ids, actors=sorted(latest))
 
     def _advance(self, counts: dict[str, dict[str, int]], before: dict[str, dict[str, int]]) -> None:
         """Move the progress lines on by what one actor did since its previous report."""

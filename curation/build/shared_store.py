@@ -33,7 +33,7 @@ from curation.build.store import Store
 from curation.core import images
 from curation.core.config import ConfigError
 from curation.core.images import ImageRef
-from curation.core.records import Reject, StageOutput, result_from_json
+from curation.core.records import Outcome, Reject, StageOutput, result_from_json
 
 STORE_KINDS = ("sqlite", "shared")
 
@@ -65,39 +65,41 @@ class SharedStore:
 
     # ------------------------------------------------------------------ per-run outcomes
 
-    def _outcome_dir(self, plan_key: str) -> str:
-        return f"{self.root}/outcomes/{plan_key}"
+    def _outcome_dir(self, run_key: str) -> str:
+        return f"{self.root}/outcomes/{run_key}"
 
-    def _outcome_path(self, plan_key: str, sample_id: str) -> str:
-        return f"{self._outcome_dir(plan_key)}/{sample_id[:2]}/{sample_id}.json"
+    def _outcome_path(self, run_key: str, sample_id: str) -> str:
+        return f"{self._outcome_dir(run_key)}/{sample_id[:2]}/{sample_id}.json"
 
-    def put_outcome(self, plan_key: str, sample_id: str, outcome: dict) -> None:
-        self._write(self._outcome_path(plan_key, sample_id), _json_bytes(outcome))
+    def put_outcome(self, run_key: str, outcome: Outcome) -> None:
+        self._write(self._outcome_path(run_key, outcome.sample_id), _json_bytes(outcome.to_json()))
 
-    def has_outcome(self, plan_key: str, sample_id: str) -> bool:
-        return self.fs.exists(self._outcome_path(plan_key, sample_id))
+    def clear_outcomes(self, run_key: str) -> None:
+        """Forget a run's outcomes: a run walks every sample again (reading results from the store),
+        so afterwards the folder holds exactly the samples of this run, whatever an earlier one saw."""
+        top = self._outcome_dir(run_key)
+        if self.fs.exists(top):
+            self.fs.rm(top, recursive=True)
 
-    def iter_outcomes(self, plan_key: str, sample_ids: list[str] | None = None) -> Iterator[dict]:
-        """Outcomes sorted by sample id (the order of every shard).
+    def count_outcomes(self, run_key: str) -> int:
+        return sum(1 for _ in self._outcome_paths(run_key))
 
-        Without `sample_ids`, every outcome under the plan: bucket folders are named by the first
-        two characters of the ids inside them, so sorted buckets of sorted names are sorted ids,
-        and only one bucket's listing is held at a time.
-        """
-        if sample_ids is None:
-            top = self._outcome_dir(plan_key)
-            buckets = sorted(self._names(top)) if self.fs.exists(top) else []
-            for bucket in buckets:
-                for name in sorted(n for n in self._names(f"{top}/{bucket}") if n.endswith(".json")):
-                    data = self._read(f"{top}/{bucket}/{name}")
-                    if data is not None:  # listed, then removed by hand: the listing is not the truth
-                        yield json.loads(data)
+    def iter_outcomes(self, run_key: str) -> Iterator[Outcome]:
+        """A run's outcomes in sample-id order (the order of every shard), one read of each."""
+        for path in self._outcome_paths(run_key):
+            data = self._read(path)
+            if data is not None:  # listed, then removed by another process: the listing is not the truth
+                yield Outcome.from_json(json.loads(data))
+
+    def _outcome_paths(self, run_key: str) -> Iterator[str]:
+        """Bucket folders are named by the first two characters of the ids inside them, so sorted
+        buckets of sorted names are sorted ids, and only one bucket's listing is held at a time."""
+        top = self._outcome_dir(run_key)
+        if not self.fs.exists(top):
             return
-        for sample_id in sorted(sample_ids):
-            data = self._read(self._outcome_path(plan_key, sample_id))
-            if data is None:
-                raise KeyError(f"no outcome for sample {sample_id} under plan {plan_key}: the run did not finish")
-            yield json.loads(data)
+        for bucket in sorted(self._names(top)):
+            for name in sorted(n for n in self._names(f"{top}/{bucket}") if n.endswith(".json")):
+                yield f"{top}/{bucket}/{name}"
 
     # ------------------------------------------------------------------ images
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from curation.core import images
 from curation.core.images import ImageRef
-from curation.core.records import Reject, StageOutput, result_from_json
+from curation.core.records import Outcome, Reject, StageOutput, result_from_json
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -62,24 +62,30 @@ class Store:
 
     # ------------------------------------------------------------------ per-run outcomes
 
-    def put_outcome(self, plan_key: str, sample_id: str, outcome: dict) -> None:
-        value = json.dumps(outcome, sort_keys=True, ensure_ascii=False)
+    def put_outcome(self, run_key: str, outcome: Outcome) -> None:
+        value = json.dumps(outcome.to_json(), sort_keys=True, ensure_ascii=False)
         self._db.execute("INSERT OR REPLACE INTO outcomes (plan_key, sample_id, value) VALUES (?, ?, ?)",
-                         (plan_key, sample_id, value))
+                         (run_key, outcome.sample_id, value))
 
-    def iter_outcomes(self, plan_key: str, sample_ids: list[str] | None = None) -> Iterator[dict]:
-        """Outcomes sorted by sample id (the order of every shard)."""
-        if sample_ids is None:
-            rows = self._db.execute("SELECT value FROM outcomes WHERE plan_key = ? ORDER BY sample_id", (plan_key,))
+    def clear_outcomes(self, run_key: str) -> None:
+        """Forget a run's outcomes: a run walks every sample again (reading results from the store),
+        so afterwards the table holds exactly the samples of this run, whatever an earlier one saw."""
+        self._db.execute("DELETE FROM outcomes WHERE plan_key = ?", (run_key,))
+
+    def count_outcomes(self, run_key: str) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM outcomes WHERE plan_key = ?", (run_key,)).fetchone()[0]
+
+    def iter_outcomes(self, run_key: str) -> Iterator[Outcome]:
+        """A run's outcomes in sample-id order (the order of every shard), streamed from the
+        primary-key index: one read of each, nothing sorted or held in memory."""
+        # A connection of its own: writers (another shard's process) may go on meanwhile.
+        reader = sqlite3.connect(self.root / "store.sqlite", timeout=60, isolation_level=None)
+        try:
+            rows = reader.execute("SELECT value FROM outcomes WHERE plan_key = ? ORDER BY sample_id", (run_key,))
             for (value,) in rows:
-                yield json.loads(value)
-            return
-        for sample_id in sorted(sample_ids):
-            row = self._db.execute("SELECT value FROM outcomes WHERE plan_key = ? AND sample_id = ?",
-                                   (plan_key, sample_id)).fetchone()
-            if row is None:
-                raise KeyError(f"no outcome for sample {sample_id} under plan {plan_key}: the run did not finish")
-            yield json.loads(row[0])
+                yield Outcome.from_json(json.loads(value))
+        finally:
+            reader.close()
 
     # ------------------------------------------------------------------ images
 

@@ -22,6 +22,13 @@ from curation.core.paths import recipes_dir
 # not `max_tokens` or `api_key_env` (the name of the variable that holds the key).
 SECRET_KEY = re.compile(r"(?:^|[_-])(api_?key|token|secret|password|authorization|auth)$", re.IGNORECASE)
 REDACTED = "***redacted***"
+# A URL inside any string value (fsspec chains `zip://a.png::https://…` are split on `::` first).
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+# A query (or fragment) parameter whose value is a credential: `?token=`, `api_key=`, `sig=` (Azure
+# SAS), `X-Amz-Signature=`, `X-Amz-Credential=`, `X-Amz-Security-Token=`, `access_token=` …
+SECRET_PARAM = re.compile(r"(?:^|[_.-])(api_?key|apikey|key|token|sig|signature|secret|password|passwd|pwd|"
+                          r"auth|authorization|credential|session_?token)$", re.IGNORECASE)
+QUERY_PARAM = re.compile(r"([?&;#])([^=&;#]+)=([^&;#]*)")
 
 
 class ConfigError(ValueError):
@@ -42,11 +49,33 @@ def wants_help(argv: Sequence[str]) -> bool:
     return any(a in ("-h", "--help") for a in argv)
 
 
+def redact_text(text: str) -> str:
+    """`text` with the credentials inside its URLs replaced: userinfo (`https://user:pass@host`) and
+    secret-looking query or fragment parameters (`?token=…`, `&sig=…`). Everything else is kept as is."""
+    return URL.sub(lambda m: "::".join(_redact_url(part) for part in m.group(0).split("::")), text)
+
+
+def _redact_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:  # the user name may itself be the token (https://<token>@github.com): all of it goes
+        authority = REDACTED + authority[authority.rindex("@"):]
+    start = min((i for i in (tail.find("?"), tail.find("#")) if i >= 0), default=len(tail))
+    params = QUERY_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}={REDACTED}"
+                             if m.group(3) and SECRET_PARAM.search(m.group(2)) else m.group(0), tail[start:])
+    return f"{scheme}://{authority}{tail[:start]}{params}"
+
+
 def redact(value: Any) -> Any:
     """A plain copy of a config with every secret-looking value replaced.
 
-    Keys that *name* where a secret lives (`api_key_env: OPENAI_API_KEY`) are kept: the name of
-    an environment variable is not a secret, and a reader needs it to reproduce the run.
+    Values under secret-looking keys go whole; in every other string, credentials inside URLs go
+    (`redact_text`). Keys that *name* where a secret lives (`api_key_env: OPENAI_API_KEY`) are
+    kept: the name of an environment variable is not a secret, and a reader needs it to
+    reproduce the run.
     """
     if isinstance(value, DictConfig):
         value = OmegaConf.to_container(value, resolve=True)
@@ -58,6 +87,8 @@ def redact(value: Any) -> Any:
             else:
                 out[key] = redact(item)
         return out
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
     return value

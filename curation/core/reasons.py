@@ -22,3 +22,10 @@ IMAGE_TOO_SMALL = "image_too_small"
 IMAGE_ASPECT_RATIO = "image_aspect_ratio"
 IMAGE_DUPLICATE = "image_duplicate"
 IMAGE_NEAR_DUPLICATE = "image_near_duplicate"
+
+# Rows a source could read but not decode, and rows whose id (`source.id_column`) is unusable.
+ROW_UNDECODABLE = "row_undecodable"  # a value the reading library cannot decode (bytes not UTF-8, a broken struct)
+ID_MISSING = "id_missing"  # the id column is null in this row
+ID_EMPTY = "id_empty"  # the id is an empty or white-space string
+ID_INVALID = "id_invalid"  # the id is neither text nor an integer
+ID_DUPLICATE = "id_duplicate"  # the same id as an earlier row (the first keeps it)

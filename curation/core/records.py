@@ -1,9 +1,16 @@
-"""The values that flow between stages: samples, stage outputs and rejects."""
+"""The values that flow through a build, one definition each.
+
+    SourceItem (backends) ─► Sample (gates) ─► StageOutput | Reject (stages) ─► Outcome (executor) ─► rows (emit)
+
+A `Sample` carries its gate reject as a field; an `Outcome` is what the executor leaves in the
+store for one sample: the fields the stages made, their lineage, and each stage's reject. Emit,
+the manifest and merge read these by attribute.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from curation.core.images import ImageRef
 
@@ -63,6 +70,8 @@ class Sample:
 
     `index` is the sample's position in the source order: a mode with count k takes the samples
     with index < k, which is what lets one recipe give modes different sizes over one pool.
+    `reject` is set when the gates turned the row away: the sample still flows to the executor
+    so that it is accounted for (sourced = accepted + rejected), but no stage runs for it.
     """
 
     sample_id: str
@@ -70,3 +79,39 @@ class Sample:
     index: int
     fields: dict[str, Any]
     lineage: dict[str, Any] = field(default_factory=dict)
+    reject: Reject | None = None
+
+
+@dataclass
+class Outcome:
+    """What the executor leaves in the store for one sample; the only input of emit.
+
+    `fields` are every field the stages made (ImageRef values included), `lineage` holds the
+    source's lineage under "source" and, per stage that produced a result, its key, seed and
+    notes; `rejects` maps a stage name (or "gates") to that stage's reject.
+    """
+
+    sample_id: str
+    source_id: str
+    index: int
+    fields: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    rejects: dict[str, Reject] = field(default_factory=dict)
+
+    def first_reject(self, stage_names: Iterable[str]) -> Reject | None:
+        """The gates' reject, else the first of `stage_names` (in order) that rejected the sample."""
+        for name in ("gates", *stage_names):
+            if name in self.rejects:
+                return self.rejects[name]
+        return None
+
+    def to_json(self) -> dict:
+        return {"sample_id": self.sample_id, "source_id": self.source_id, "index": self.index,
+                "fields": {k: encode_value(v) for k, v in self.fields.items()}, "lineage": self.lineage,
+                "rejects": {k: r.to_json() for k, r in self.rejects.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Outcome":
+        return cls(sample_id=data["sample_id"], source_id=data["source_id"], index=data["index"],
+                   fields={k: decode_value(v) for k, v in data["fields"].items()}, lineage=data["lineage"],
+                   rejects={k: result_from_json(r) for k, r in data["rejects"].items()})

@@ -1,11 +1,10 @@
 """Emit: the only code that knows the modes' columns. Outcomes in, shards out.
 
-For each mode it walks the run's outcomes in sample-id order, turns each into a row of the
-mode's schema or a reject with its reason, validates the row, and writes Parquet shards with
-fixed writer settings and no wall-clock values. The output is a pure function of the outcomes,
-which is what makes resumed, sharded-then-merged and uninterrupted runs byte-identical.
-
-Writes are atomic: shards are written under a staging folder and moved into place whole.
+One pass over the run's outcomes in sample-id order: each outcome becomes, for every mode that
+takes its sample, a row of the mode's schema or a reject with its reason, and goes straight to
+that mode's shard writer (`publish/dataset.py` holds the writers). Rows are validated, shards use
+fixed writer settings and hold no wall-clock values: the output is a pure function of the
+outcomes, which is what makes resumed, sharded-then-merged and uninterrupted runs byte-identical.
 """
 
 from __future__ import annotations
@@ -14,40 +13,24 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
 from curation import __version__
-
 from curation.core import schema
 from curation.core.images import ImageRef
 from curation.core.paths import templates_dir
-from curation.core.records import decode_value
+from curation.core.records import Outcome
 
 VALIDATE = "validate"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 PARQUET_SETTINGS = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
-
-
-@dataclass
-class ModeSummary:
-    mode: str
-    sourced: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    rejects_by_reason: dict[str, int] = field(default_factory=dict)
-    shards: list[dict] = field(default_factory=list)
-
-    def add_reject(self, stage: str, reason: str) -> None:
-        self.rejected += 1
-        key = f"{stage}/{reason}"
-        self.rejects_by_reason[key] = self.rejects_by_reason.get(key, 0) + 1
 
 
 def load_questions() -> dict[str, Any]:
@@ -57,29 +40,79 @@ def load_questions() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- rows
 
 
-def row_lineage(outcome: dict, mode: str, stage_names: tuple[str, ...], identities: dict[str, Any],
-                role_of: dict[str, str | None], template_versions: dict[str, Any]) -> str:
-    lineage = {
-        "sample_id": outcome["sample_id"],
-        "source_id": outcome["source_id"],
-        "mode": mode,
-        "pipeline_version": __version__,
-        "schema_version": schema.schema_version(),
-        "templates": template_versions,
-        "source": outcome["lineage"].get("source", {}),
-        "stages": {name: {"backend": identities.get(role_of[name]), **outcome["lineage"].get(name, {})}
-                   for name in stage_names},
-    }
-    return json.dumps(lineage, sort_keys=True, ensure_ascii=False)
+class LineageWriter:
+    """A row's `lineage` column: JSON with sorted keys, made from one sample's outcome.
+
+    Equal to `json.dumps(as_dict(...), sort_keys=True, ensure_ascii=False)` (a test checks it),
+    but assembled from parts serialised once: the run's constants once per emit, each stage's
+    part once per sample, shared by every mode that lists the stage (emit is a hot loop: six
+    modes per sample for `recipe=all`). The top-level keys, in sorted order, are: mode,
+    pipeline_version, sample_id, schema_version, source, source_id, stages, templates.
+    """
+
+    def __init__(self, identities: dict[str, Any], role_of: dict[str, str | None], template_versions: dict[str, Any]):
+        self.identities = identities
+        self.role_of = role_of
+        self._template_versions = template_versions
+        self._pipeline = f'"pipeline_version": {_json(__version__)}, '
+        self._schema = f'"schema_version": {_json(schema.schema_version())}, '
+        self._templates = f'"templates": {_json(template_versions)}}}'
+
+    def for_sample(self, outcome: Outcome, stage_names: Iterable[str]) -> "_SampleLineage":
+        parts = {name: f"{_json(name)}: " + _json({"backend": self.identities.get(self.role_of[name]),
+                                                   **outcome.lineage.get(name, {})})
+                 for name in stage_names}
+        middle = (f'"sample_id": {_json(outcome.sample_id)}, {self._schema}'
+                  f'"source": {_json(outcome.lineage.get("source", {}))}, "source_id": {_json(outcome.source_id)}, ')
+        return _SampleLineage(self, parts, middle)
+
+    def as_dict(self, outcome: Outcome, mode: str, stage_names: tuple[str, ...]) -> dict[str, Any]:
+        """The lineage as a plain dict (what the JSON says)."""
+        return {"sample_id": outcome.sample_id, "source_id": outcome.source_id, "mode": mode,
+                "pipeline_version": __version__, "schema_version": schema.schema_version(),
+                "templates": self._template_versions, "source": outcome.lineage.get("source", {}),
+                "stages": {name: {"backend": self.identities.get(self.role_of[name]), **outcome.lineage.get(name, {})}
+                           for name in stage_names}}
 
 
-def build_row(mode_schema: schema.ModeSchema, outcome: dict, fields: dict[str, Any], lineage: str,
-              questions: dict[str, Any], image_bytes) -> dict[str, Any] | tuple[str, str]:
-    """A row of the mode, or `(reason, detail)` when the outcome cannot make a valid one."""
-    values = {"sample_id": outcome["sample_id"], "source_id": outcome["source_id"], "lineage": lineage, **fields}
+@dataclass(frozen=True)
+class _SampleLineage:
+    writer: LineageWriter
+    parts: dict[str, str]
+    middle: str
+
+    def json(self, mode: str, stage_names: tuple[str, ...]) -> str:
+        stages = ", ".join(self.parts[n] for n in sorted(stage_names))
+        return (f'{{"mode": {_json(mode)}, {self.writer._pipeline}{self.middle}"stages": {{{stages}}}, '
+                f'{self.writer._templates}')
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class _ColumnPlan:
+    name: str
+    is_image: bool
+    required: bool
+    source: str
+    constant: str | None  # a question template's text
+
+
+def column_plans(mode_schema: schema.ModeSchema, questions: dict[str, Any]) -> tuple[_ColumnPlan, ...]:
+    return tuple(_ColumnPlan(c.name, c.is_image, c.required, c.source,
+                             questions[c.template] if c.template else None) for c in mode_schema.columns)
+
+
+def build_row(columns: tuple[_ColumnPlan, ...], values: dict[str, Any],
+              image_bytes: Callable[[ImageRef], bytes]) -> tuple[dict[str, Any], int] | tuple[str, str]:
+    """A row of the mode and its size in bytes, or `(reason, detail)` when the values cannot make a
+    valid one. `values` maps pipeline fields (and sample_id, source_id, lineage) to values."""
     row: dict[str, Any] = {}
-    for col in mode_schema.columns:
-        value = questions[col.template] if col.template else values.get(col.source)
+    size = 0
+    for col in columns:
+        value = col.constant if col.constant is not None else values.get(col.source)
         if value is None:
             if col.required:
                 return "missing_required_column", f"{col.name} (from {col.source}) has no value"
@@ -88,16 +121,18 @@ def build_row(mode_schema: schema.ModeSchema, outcome: dict, fields: dict[str, A
         if col.is_image:
             if not isinstance(value, ImageRef):
                 return "bad_column_type", f"{col.name} should be an image, got {type(value).__name__}"
-            row[col.name] = {"bytes": image_bytes(value), "path": value.filename}
+            data = image_bytes(value)
+            row[col.name] = {"bytes": data, "path": value.filename}
+            size += len(data)
         else:
             if not isinstance(value, str):
                 return "bad_column_type", f"{col.name} should be text, got {type(value).__name__}"
             try:
-                value.encode("utf-8")
+                size += len(value.encode("utf-8"))
             except UnicodeEncodeError as exc:
                 return "invalid_text", f"{col.name}: {exc}"
             row[col.name] = value
-    return row
+    return row, size
 
 
 def row_nbytes(row: dict[str, Any]) -> int:
@@ -133,14 +168,14 @@ class ShardWriter:
         self._shard_size = 0
         folder.mkdir(parents=True, exist_ok=True)
 
-    def write(self, row: dict[str, Any]) -> None:
+    def write(self, row: dict[str, Any], nbytes: int | None = None) -> None:
         if self._writer is None:
             path = self.folder / f".part-{len(self._parts):05d}.parquet"
             self._writer = pq.ParquetWriter(path, self.schema, **PARQUET_SETTINGS)
             self._parts.append((path, 0))
         self._buffer.append(row)
         self._shard_rows += 1
-        self._shard_size += row_nbytes(row)
+        self._shard_size += row_nbytes(row) if nbytes is None else nbytes
         if len(self._buffer) >= self.row_group_rows:
             self._flush()
         if self._shard_size >= self.shard_bytes:
@@ -200,16 +235,32 @@ REJECT_SCHEMA = pa.schema([("mode", pa.string()), ("sample_id", pa.string()), ("
                            ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
-def write_rejects(path: Path, rejects: list[dict]) -> None:
-    rejects = sorted(rejects, key=lambda r: (r["mode"], r["sample_id"], r["stage"]))
-    table = pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, tmp, **PARQUET_SETTINGS)
-    os.replace(tmp, path)
+class RejectsWriter:
+    """The rejects table, streamed: rows arrive in sample-id order (then mode order), as emitted."""
+
+    def __init__(self, path: Path, batch_rows: int = 4096):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.batch_rows = batch_rows
+        self._writer = pq.ParquetWriter(path, REJECT_SCHEMA, **PARQUET_SETTINGS)
+        self._buffer: list[dict] = []
+
+    def write(self, row: dict[str, str]) -> None:
+        self._buffer.append(row)
+        if len(self._buffer) >= self.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=REJECT_SCHEMA))
+            self._buffer = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
 
 
-# ----------------------------------------------------------------------------- the whole dataset
+# ----------------------------------------------------------------------------- the one pass
 
 
 @dataclass
@@ -218,39 +269,53 @@ class EmitSettings:
     row_group_rows: int = 64
 
 
-def emit_mode(mode: str, outcomes: Iterable[dict], *, stage_names: tuple[str, ...], identities: dict,
-              role_of: dict, image_bytes, staging: Path, settings: EmitSettings,
-              rejects_out: list[dict]) -> ModeSummary:
-    mode_schema = schema.load(mode)
+@dataclass(frozen=True)
+class EmitPlan:
+    """What emit needs to know of the run: which modes take which samples, from which stages."""
+
+    modes: dict[str, int]  # mode -> samples with index below this count belong to it
+    mode_stages: dict[str, tuple[str, ...]]
+    role_of: dict[str, str | None]  # stage -> backend role
+    identities: dict[str, Any]  # role -> backend identity
+
+
+def emit_outcomes(outcomes: Iterable[Outcome], plan: EmitPlan, writer: "DatasetSink",
+                  image_bytes: Callable[[ImageRef], bytes]) -> None:
+    """Every outcome, read once, into every mode that takes its sample (rows or rejects)."""
     questions = load_questions()
-    template_versions = {"questions": questions["version"]}
-    summary = ModeSummary(mode)
-    writer = ShardWriter(staging / "data" / mode, mode_schema.arrow_schema(),
-                         shard_bytes=int(settings.shard_size_mb * 1024 * 1024), row_group_rows=settings.row_group_rows)
-
-    def reject(outcome, stage, reason, detail):
-        summary.add_reject(stage, reason)
-        rejects_out.append({"mode": mode, "sample_id": outcome["sample_id"], "source_id": outcome["source_id"],
-                            "stage": stage, "reason": reason, "detail": detail})
-
+    lineage = LineageWriter(plan.identities, plan.role_of, {"questions": questions["version"]})
+    columns = {mode: column_plans(schema.load(mode), questions) for mode in plan.modes}
+    all_stages = sorted({s for stages in plan.mode_stages.values() for s in stages})
     for outcome in outcomes:
-        summary.sourced += 1
-        failed = next((s for s in ("gates", *stage_names) if s in outcome["rejects"]), None)
-        if failed is not None:
-            r = outcome["rejects"][failed]
-            reject(outcome, r["stage"], r["reason"], r.get("detail", ""))
-            continue
-        fields = {k: decode_value(v) for k, v in outcome["fields"].items()}
-        lineage = row_lineage(outcome, mode, stage_names, identities, role_of, template_versions)
-        row = build_row(mode_schema, outcome, fields, lineage, questions, image_bytes)
-        if isinstance(row, tuple):
-            reject(outcome, VALIDATE, *row)
-            continue
-        writer.write(row)
-        summary.accepted += 1
-    summary.shards = [{**s, "file": f"data/{mode}/{s['file']}"} for s in writer.close()]
-    return summary
+        cache: dict[str, bytes] = {}
+
+        def read_image(ref: ImageRef) -> bytes:  # an image shared by several modes is read once
+            data = cache.get(ref.sha256)
+            if data is None:
+                data = cache[ref.sha256] = image_bytes(ref)
+            return data
+
+        sample_lineage = None
+        values = {"sample_id": outcome.sample_id, "source_id": outcome.source_id, **outcome.fields}
+        for mode, count in plan.modes.items():
+            if outcome.index >= count:
+                continue
+            stages = plan.mode_stages[mode]
+            failed = outcome.first_reject(stages)
+            if failed is not None:
+                writer.reject(mode, outcome, failed.stage, failed.reason, failed.detail)
+                continue
+            if sample_lineage is None:
+                sample_lineage = lineage.for_sample(outcome, all_stages)
+            values["lineage"] = sample_lineage.json(mode, stages)
+            row = build_row(columns[mode], values, read_image)
+            if isinstance(row[0], str):
+                writer.reject(mode, outcome, VALIDATE, *row)
+            else:
+                writer.accept(mode, *row)
 
 
-def iter_mode_outcomes(outcomes: Iterator[dict], count: int) -> Iterator[dict]:
-    return (o for o in outcomes if o["index"] < count)
+class DatasetSink(Protocol):
+    def accept(self, mode: str, row: dict[str, Any], nbytes: int | None = None) -> None: ...
+
+    def reject(self, mode: str, outcome: Outcome, stage: str, reason: str, detail: str) -> None: ...

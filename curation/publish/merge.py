@@ -8,18 +8,15 @@ sample-id order; the same shard writer as a single-process run then makes the sa
 from __future__ import annotations
 
 import heapq
-import json
-import shutil
-import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from curation.publish import card, emit, manifest
-
-from curation.core import schema
-from curation.core.config import load_config
+from curation.publish import manifest
+from curation.publish.dataset import REJECTS, DatasetWriter, publish_manifest
+from curation.publish.emit import EmitSettings
+from curation.publish.manifest import CheckerScores, Manifest, ModeSummary, RunAccount
 
 
 class MergeError(RuntimeError):
@@ -44,70 +41,53 @@ def find_parts(out: Path) -> list[Path]:
     return parts
 
 
-def _rows(part: Path, mode: str) -> Iterator[dict]:
-    for path in sorted((part / "data" / mode).glob("train-*.parquet")):
+def _rows(path_folder: Path, pattern: str) -> Iterator[dict]:
+    for path in sorted(path_folder.glob(pattern)):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=64):
             yield from batch.to_pylist()
 
 
 def merge(out: Path) -> Path:
     parts = find_parts(out)
-    docs = [manifest.read(p) for p in parts]
-    modes = list(docs[0]["modes"])
+    docs = [manifest.load(p) for p in parts]
+    first = docs[0]
+    modes = list(first.modes)
     for doc in docs[1:]:
-        if list(doc["modes"]) != modes or doc["recipe"] != docs[0]["recipe"]:
+        if list(doc.modes) != modes or doc.recipe != first.recipe:
             raise MergeError("the parts were built by different recipes; merge only parts of one run")
-    settings = emit.EmitSettings(**docs[0]["config"]["emit"])
-    staging = out / ".staging-merge"
-    shutil.rmtree(staging, ignore_errors=True)
-    summaries = []
+    writer = DatasetWriter(out, {m: tuple(first.modes[m].stages) for m in modes},
+                           EmitSettings(**first.config["emit"]), staging_name=".staging-merge")
     for mode in modes:
-        s = emit.ModeSummary(mode)
-        writer = emit.ShardWriter(staging / "data" / mode, schema.load(mode).arrow_schema(),
-                                  shard_bytes=int(settings.shard_size_mb * 1024 * 1024),
-                                  row_group_rows=settings.row_group_rows)
-        for row in heapq.merge(*(_rows(p, mode) for p in parts), key=lambda r: r["sample_id"]):
-            writer.write(row)
-            s.accepted += 1
-        s.shards = [{**x, "file": f"data/{mode}/{x['file']}"} for x in writer.close()]
-        for doc in docs:
-            m = doc["modes"][mode]
-            s.sourced += m["sourced"]
-            s.rejected += m["rejected"]
-            for reason, count in m["rejects_by_reason"].items():
-                s.rejects_by_reason[reason] = s.rejects_by_reason.get(reason, 0) + count
-        if s.accepted + s.rejected != s.sourced:
-            raise MergeError(f"{mode}: parts account for {s.sourced} samples but hold {s.accepted} rows "
-                             f"and {s.rejected} rejects")
-        summaries.append(s)
+        rows = heapq.merge(*(_rows(p / "data" / mode, "train-*.parquet") for p in parts),
+                           key=lambda r: r["sample_id"])
+        for row in rows:
+            writer.accept(mode, row)
+    # A sample belongs to one part, so equal sample ids come from one part, in its own order.
+    for row in heapq.merge(*(_rows(p / REJECTS.parent, REJECTS.name) for p in parts), key=lambda r: r["sample_id"]):
+        writer.reject_row(row)
+    summaries = writer.finish()
     for s in summaries:
-        emit.replace_dir(staging / "data" / s.mode, out / "data" / s.mode)
-    rejects = [r for p in parts for r in pq.read_table(p / "rejects" / "rejects.parquet").to_pylist()]
-    emit.write_rejects(out / "rejects" / "rejects.parquet", rejects)
-    doc = merged_manifest(docs, summaries)
-    manifest.write(out, doc)
-    card.write(out, doc)
-    shutil.rmtree(staging, ignore_errors=True)
+        expected = sum(d.modes[s.mode].sourced for d in docs)
+        if s.sourced != expected or s.accepted + s.rejected != s.sourced:
+            raise MergeError(f"{s.mode}: the parts' manifests account for {expected} samples but their files hold "
+                             f"{s.accepted} rows and {s.rejected} rejects")
+    publish_manifest(out, merged_manifest(docs, summaries))
     return out
 
 
-def merged_manifest(docs: list[dict], summaries: list[emit.ModeSummary]) -> dict:
-    doc = json.loads(json.dumps(docs[0]))
-    doc["shard"] = {"index": None, "count": 1, "merged_from": len(docs)}
-    doc["modes"] = {s.mode: {"sourced": s.sourced, "accepted": s.accepted, "rejected": s.rejected,
-                             "rejects_by_reason": dict(sorted(s.rejects_by_reason.items())), "shards": s.shards,
-                             "stages": docs[0]["modes"][s.mode]["stages"]} for s in summaries}
-    scored = [d["checker"] for d in docs if d.get("checker")]
-    if scored:
-        n = sum(c["samples"] for c in scored)
-        doc["checker"] = {"samples": n, **{k: sum(c[k] * c["samples"] for c in scored) / n
-                                           for k in ("initial_accuracy", "improved_accuracy", "initial_score",
-                                                     "improved_score")}}
-    for key in ("backend_calls", "cached", "rejected"):
-        total: dict[str, int] = {}
-        for d in docs:
-            for stage, count in d["run"][key].items():
+def merged_manifest(docs: list[Manifest], summaries: list[ModeSummary]) -> Manifest:
+    first = docs[0]
+    checker = CheckerScores()
+    for d in docs:
+        if d.checker:
+            checker.add(d.checker["samples"], d.checker)
+    run = RunAccount(elapsed_s=max(d.run.elapsed_s for d in docs))
+    for d in docs:
+        for name in ("backend_calls", "cached", "rejected"):
+            total = getattr(run, name)
+            for stage, count in getattr(d.run, name).items():
                 total[stage] = total.get(stage, 0) + count
-        doc["run"][key] = dict(sorted(total.items()))
-    doc["run"]["elapsed_s"] = max(d["run"]["elapsed_s"] for d in docs)
-    return doc
+    return Manifest(recipe=first.recipe, shard={"index": None, "count": 1, "merged_from": len(docs)},
+                    modes={s.mode: s for s in summaries}, backends=first.backends, checker=checker.to_json(),
+                    run=run, config=first.config, pipeline_version=first.pipeline_version,
+                    schema_version=first.schema_version, versions=first.versions)

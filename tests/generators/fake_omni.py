@@ -4,8 +4,12 @@
 - `POST /v1/chat/completions`   -> BAGEL text-to-image: `"modalities": ["image"]`, the prompt wrapped in
   `<|im_start|>…<|im_end|>`, top-level `height`/`width`/`num_inference_steps`/`seed`; the image comes back
   as a PNG data URI in `choices[0].message.content[0].image_url.url`.
-- `POST /v1/images/generations` -> `prompt`, `size` "WxH", `n`, `seed`, `response_format: b64_json`; the
-  image comes back as `data[0].b64_json`.
+- `POST /v1/images/generations` -> vLLM-Omni's `ImageGenerationRequest`: `prompt`, `size` "WxH", `n`, `seed`,
+  `response_format` (only `b64_json`), and its diffusion fields; the image comes back as `data[0].b64_json`.
+  Like the real one (a pydantic model with the default `extra="ignore"`), it IGNORES a field it does
+  not declare, without an error; the fake records such fields in `ignored`, so tests can check that a
+  backend never sends a field that would silently do nothing. Values it validates (response_format,
+  size, n, num_inference_steps) get vLLM's 400: `{"error": {"message", "type", "param", "code": 400}}`.
 
 Images are offline-world renderings of the prompt (with the base model's seeded defects on the chat
 route, as BAGEL's weaker first image), or a flat colour for prompts outside the world's grammar, so a
@@ -27,6 +31,17 @@ from curation.world.render import render_scene
 from curation.world.scene import PromptOutsideGrammar, parse_prompt
 
 BAGEL = "ByteDance-Seed/BAGEL-7B-MoT"
+QWEN_IMAGE = "Qwen/Qwen-Image"
+# The fields of vLLM-Omni's ImageGenerationRequest (vllm_omni/entrypoints/openai/protocol/images.py).
+OMNI_IMAGE_FIELDS = {"prompt", "model", "n", "size", "response_format", "user", "layers", "negative_prompt",
+                     "system_prompt", "use_system_prompt", "num_inference_steps", "guidance_scale", "true_cfg_scale",
+                     "seed", "generator_device", "lora", "vae_use_slicing", "vae_use_tiling", "output_format"}
+
+
+def vllm_bad_request(message: str) -> web.Response:
+    """vLLM's answer to a request its pydantic model refuses."""
+    return web.json_response({"error": {"message": message, "type": "BadRequestError", "param": None, "code": 400}},
+                             status=400)
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
 
@@ -48,10 +63,11 @@ def draw(prompt: str, width: int, height: int, seed: int, defect_rate: float) ->
 
 
 class FakeOmni:
-    def __init__(self, model: str = BAGEL, api_key: str | None = None):
-        self.model = model
+    def __init__(self, models: tuple[str, ...] = (BAGEL, QWEN_IMAGE), api_key: str | None = None):
+        self.served = models
         self.api_key = api_key
         self.requests: list[tuple[str, dict]] = []  # (path, JSON body) of every generation request
+        self.ignored: list[str] = []  # fields of image requests the real server would silently ignore
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth])
@@ -67,7 +83,7 @@ class FakeOmni:
         return await handler(request)
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.served]})
 
     async def chat(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -82,17 +98,25 @@ class FakeOmni:
         url = "data:image/png;base64," + base64.b64encode(png).decode()
         content = [{"type": "image_url", "image_url": {"url": url}}]
         return web.json_response({
-            "id": "chatcmpl-omni", "object": "chat.completion", "model": self.model,
+            "id": "chatcmpl-omni", "object": "chat.completion", "model": body.get("model", self.served[0]),
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
         })
 
     async def images(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(("/v1/images/generations", body))
+        self.ignored.extend(sorted(set(body) - OMNI_IMAGE_FIELDS))
+        if body.get("response_format", "b64_json") != "b64_json":
+            return vllm_bad_request(f"Only 'b64_json' response format is supported, got: {body['response_format']}")
+        steps = body.get("num_inference_steps")
+        if steps is not None and not 1 <= steps <= 200:
+            return vllm_bad_request("num_inference_steps: Input should be between 1 and 200")
+        if not 1 <= body.get("n", 1) <= 10:
+            return vllm_bad_request("n: Input should be between 1 and 10")
         try:
             width, height = (int(v) for v in body["size"].split("x"))
         except (KeyError, ValueError):
-            return web.json_response({"detail": f"Invalid size format: {body.get('size')!r}"}, status=400)
+            return vllm_bad_request("size must be in format 'WIDTHxHEIGHT' (e.g., '1024x1024')")
         png = draw(body["prompt"], width, height, int(body.get("seed") or 0), defect_rate=0.0)
         return web.json_response({"created": 1701234567,
                                   "data": [{"b64_json": base64.b64encode(png).decode(), "url": None,

@@ -19,9 +19,10 @@ from PIL import Image
 from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest
 from curation.backends.generators.bagel_omni import BagelOmniGenerator
 from curation.backends.generators.images_api import ImagesApiGenerator
+from curation.core.config import load_config
 from curation.core.records import Reject
 from curation.run import main
-from tests.generators.fake_omni import BAGEL, FakeOmni
+from tests.generators.fake_omni import BAGEL, QWEN_IMAGE, FakeOmni
 from tests.support.aio_server import ServerThread
 from tests.support.fault_proxy import FaultProxy, Hang, MalformedJSON, Reset, Rewrite, Status, per_body
 
@@ -37,17 +38,21 @@ def omni():
         yield fake
 
 
+def guidance(**changes) -> dict:
+    """BAGEL's guidance settings as the recipes define them, with `changes`."""
+    return {**load_config("config", ["generator=bagel_omni"]).generator.guidance, **changes}
+
+
 def bagel(api_root: str, **kw) -> BagelOmniGenerator:
     return BagelOmniGenerator(base_url=api_root, model=kw.pop("model", BAGEL), width=96, height=96,
-                              num_inference_steps=kw.pop("num_inference_steps", 7),
-                              extra_body={"cfg_text_scale": 4.0, "cfg_interval": [0.4, 1.0], "timestep_shift": 3.0},
+                              guidance=kw.pop("guidance", guidance(num_timesteps=7)),
                               http=kw.pop("http", FAST_HTTP), **kw)
 
 
 def images_api(api_root: str, **kw) -> ImagesApiGenerator:
-    return ImagesApiGenerator(base_url=api_root, model=kw.pop("model", None), width=128, height=96,
-                              num_inference_steps=kw.pop("num_inference_steps", 9), http=kw.pop("http", FAST_HTTP),
-                              stage_name="reference_image", **kw)
+    return ImagesApiGenerator(base_url=api_root, model=kw.pop("model", QWEN_IMAGE), width=128, height=96,
+                              params={"num_inference_steps": 9, **kw.pop("params", {})},
+                              http=kw.pop("http", FAST_HTTP), **kw)
 
 
 def generate(backend, prompt: str = PROMPT, seed: int = 11):
@@ -79,7 +84,11 @@ def test_bagel_omni_sends_the_documented_chat_request(omni):
                                                               "text": f"<|im_start|>{PROMPT}<|im_end|>"}]}]
     assert (sent["height"], sent["width"], sent["num_inference_steps"], sent["seed"]) == (96, 96, 7, 1234)
     assert sent["model"] == BAGEL
-    assert (sent["cfg_text_scale"], sent["cfg_interval"], sent["timestep_shift"]) == (4.0, [0.4, 1.0], 3.0)
+    # Every guidance setting is sent explicitly: the server's own defaults never decide.
+    assert {k: sent[k] for k in ("cfg_text_scale", "cfg_img_scale", "cfg_interval", "cfg_renorm_type",
+                                 "cfg_renorm_min", "timestep_shift")} == {
+        "cfg_text_scale": 4.0, "cfg_img_scale": 1.0, "cfg_interval": [0.4, 1.0], "cfg_renorm_type": "global",
+        "cfg_renorm_min": 0.0, "timestep_shift": 3.0}
     assert "negative_prompt" not in sent
     with Image.open(io.BytesIO(result.image)) as img:  # the server's bytes, kept as they are
         assert (img.format, img.size) == ("PNG", (96, 96))
@@ -87,23 +96,25 @@ def test_bagel_omni_sends_the_documented_chat_request(omni):
 
 
 def test_images_api_sends_the_documented_request(omni):
-    backend = images_api(f"{omni.url}/v1", guidance_scale=None, negative_prompt="blurry")
+    backend = images_api(f"{omni.url}/v1", params={"guidance_scale": None, "negative_prompt": "blurry"})
     backend.check()
-    assert backend.model == BAGEL  # model null: named after what the server serves
     result = generate(backend, prompt="a lighthouse at dusk", seed=99)
     assert isinstance(result, GeneratedImage)
     sent = last_request(omni, "/v1/images/generations")
     assert sent == {"prompt": "a lighthouse at dusk", "size": "128x96", "n": 1, "seed": 99,
-                    "response_format": "b64_json", "model": BAGEL, "num_inference_steps": 9,
-                    "negative_prompt": "blurry"}  # null knobs (guidance_scale, true_cfg_scale) are not sent
+                    "response_format": "b64_json", "model": QWEN_IMAGE, "num_inference_steps": 9,
+                    "negative_prompt": "blurry"}  # null knobs (guidance_scale) are not sent
+    assert omni.ignored == []  # nothing vLLM-Omni would silently drop
     with Image.open(io.BytesIO(result.image)) as img:
         assert img.size == (128, 96)
 
 
 def test_seed_and_settings_are_in_the_identity_and_lineage(omni):
     backend = bagel(f"{omni.url}/v1")
-    assert backend.identity()["settings"]["num_inference_steps"] == 7
-    assert bagel(f"{omni.url}/v1", num_inference_steps=8).identity() != backend.identity()
+    assert backend.identity()["settings"]["num_timesteps"] == 7
+    assert bagel(f"{omni.url}/v1", guidance=guidance(num_timesteps=8)).identity() != backend.identity()
+    assert bagel(f"{omni.url}/v1", guidance=guidance(num_timesteps=7, cfg_img_scale=1.5)).identity() != \
+        backend.identity()
     assert "url" not in json.dumps(backend.identity())  # moving the server keeps every cached result
 
 
@@ -209,8 +220,7 @@ def _set_url(data: dict, url: str) -> dict:
 def test_answers_without_a_usable_image_are_rejected_with_their_reason(omni, make, path, rewrites, reason):
     result, log = through_proxy(omni, make, per_body([Rewrite(reason, rewrites[reason])], path=path))
     assert isinstance(result, Reject)
-    assert (result.stage, result.reason, result.transient) == (
-        "reference_image" if make is images_api else "initial_image", reason, False)
+    assert (result.reason, result.transient) == (reason, False)  # the stage stamps its own name
     assert log == [reason]
 
 
@@ -222,8 +232,8 @@ def test_bagel_omni_and_images_api_run_a_recipe_from_the_command_line(omni, tmp_
     before = len(omni.requests)
     out = main(["recipe=improving_full", "n=3", "image_size=96", "generator=bagel_omni",
                 f"generator.base_url={omni.url}/v1", "generator.width=96", "generator.height=96",
-                "generator.num_inference_steps=4", "reference=images_api", f"reference.base_url={omni.url}/v1",
-                "reference.width=96", "reference.height=96", "checker=none",
+                "generator.guidance.num_timesteps=4", "reference=images_api", f"reference.base_url={omni.url}/v1",
+                f"reference.model={QWEN_IMAGE}", "reference.width=96", "reference.height=96", "checker=none",
                 f"out={tmp_path / 'ds'}", f"cache={tmp_path / 'cache'}", "run.progress_interval_s=600"])
     sent = omni.requests[before:]
     assert sorted(p for p, _ in sent) == ["/v1/chat/completions"] * 3 + ["/v1/images/generations"] * 3

@@ -81,7 +81,7 @@ def test_same_named_folders_with_different_data_do_not_share_a_load_cache(publis
     entry["accepted"] -= 1
     entry["sourced"] -= 1
     entry["shards"] = [{**entry["shards"][0], "rows": table.num_rows - 1, "bytes": path.stat().st_size}]
-    manifest.write(dataset_copy, doc)
+    manifest.write(dataset_copy, manifest.Manifest.from_json(doc))
     card.write(dataset_copy, doc)
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")

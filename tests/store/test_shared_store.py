@@ -14,7 +14,7 @@ from curation.build.shared_store import SharedStore, open_store
 from curation.build.store import Store
 from curation.core.config import ConfigError
 from curation.core.images import ImageRef
-from curation.core.records import Reject, StageOutput
+from curation.core.records import Outcome, Reject, StageOutput
 from tests.store import writer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,14 +47,22 @@ def test_results_round_trip_and_overwrite(store):
 
 def test_outcomes_come_back_sorted_by_sample_id(store):
     ids = ["f0000000000000aa", "0a00000000000000", "0b00000000000001", "ff00000000000000", "0a00000000000001"]
+    ref = ImageRef(sha256="ab" * 32, format="png", width=2, height=3, nbytes=10)
     for i, sid in enumerate(ids):
-        store.put_outcome("plan", sid, {"sample_id": sid, "index": i})
-    store.put_outcome("other-plan", "00", {"sample_id": "00"})
-    assert [o["sample_id"] for o in store.iter_outcomes("plan")] == sorted(ids)
-    assert [o["index"] for o in store.iter_outcomes("plan", ids[:2])] == [1, 0]
-    with pytest.raises(KeyError, match="did not finish"):
-        list(store.iter_outcomes("plan", ["1234567890abcdef"]))
-    assert list(store.iter_outcomes("no-such-plan")) == []
+        store.put_outcome("run", Outcome(sid, f"src:{i}", i, fields={"prompt": "p", "image": ref},
+                                         rejects={"score": Reject("score", "checker_error")} if i == 2 else {}))
+    store.put_outcome("other-run", Outcome("00", "src", 0))
+    back = list(store.iter_outcomes("run"))
+    assert [o.sample_id for o in back] == sorted(ids)
+    assert back[1] == Outcome("0a00000000000001", "src:4", 4, fields={"prompt": "p", "image": ref})
+    assert back[2].rejects == {"score": Reject("score", "checker_error")}
+    assert store.count_outcomes("run") == 5
+    store.put_outcome("run", Outcome(ids[0], "src:0", 0))  # written again: still one
+    assert store.count_outcomes("run") == 5
+    store.clear_outcomes("run")
+    assert store.count_outcomes("run") == 0 and list(store.iter_outcomes("run")) == []
+    assert store.count_outcomes("other-run") == 1
+    assert list(store.iter_outcomes("no-such-run")) == []
 
 
 def test_images_by_content_hash(store):
@@ -82,9 +90,9 @@ def test_open_store_selects_by_config(tmp_path):
 
 def test_no_temporary_names_are_left_or_listed(tmp_path):
     s = SharedStore(tmp_path)
-    s.put_outcome("p", "aa00", {"sample_id": "aa00"})
+    s.put_outcome("p", Outcome("aa00", "src", 0))
     (tmp_path / "outcomes" / "p" / "aa" / ".tmp-killed-writer").write_bytes(b"{half")  # a writer killed mid-write
-    assert [o["sample_id"] for o in s.iter_outcomes("p")] == ["aa00"]
+    assert [o.sample_id for o in s.iter_outcomes("p")] == ["aa00"] and s.count_outcomes("p") == 1
     assert not [p for p in tmp_path.rglob(".tmp-*") if p.name != ".tmp-killed-writer"]
 
 

@@ -26,29 +26,28 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
+from curation.backends.generators.bagel_guidance import BagelGuidance
 from curation.backends.generators.diffusers_pipeline import config_digest, first_line
 from curation.core.records import Reject
 
 REPO_FILES = ("inferencer.py", "modeling/bagel/__init__.py", "data/transforms.py", "data/data_utils.py")
 MODEL_FILES = ("llm_config.json", "vit_config.json", "ae.safetensors", "ema.safetensors", "tokenizer_config.json")
-RENORM_TYPES = ("global", "local", "text_channel")
 # Modules kept together on the first GPU when the model is spread over several (BAGEL's own list).
 SAME_DEVICE_MODULES = ("language_model.model.embed_tokens", "time_embedder", "latent_pos_embed", "vae2llm",
                        "llm2vae", "connector", "vit_pos_embed")
 
 
 class BagelInProcess(ImageGenerator):
-    def __init__(self, repo_dir: str | None, model_dir: str | None, model_id: str = "ByteDance-Seed/BAGEL-7B-MoT",
-                 revision: str | None = None, width: int = 1024, height: int = 1024, num_timesteps: int = 50,
-                 cfg_text_scale: float = 4.0, cfg_img_scale: float = 1.0,
-                 cfg_interval: tuple[float, float] | list[float] = (0.4, 1.0), timestep_shift: float = 3.0,
-                 cfg_renorm_min: float = 0.0, cfg_renorm_type: str = "global", think: bool = False,
-                 max_think_token_n: int = 1024, do_sample: bool = True, text_temperature: float = 0.3,
-                 max_memory_per_gpu: str = "80GiB", offload_folder: str | None = None,
-                 stage_name: str = "initial_image", concurrency: int = 1):
+    def __init__(self, repo_dir: str | None, model_dir: str | None, guidance: Mapping[str, Any] | None = None,
+                 model_id: str = "ByteDance-Seed/BAGEL-7B-MoT", revision: str | None = None, width: int = 1024,
+                 height: int = 1024, think: bool = False, max_think_token_n: int = 1024, do_sample: bool = True,
+                 text_temperature: float = 0.3, max_memory_per_gpu: str = "80GiB", offload_folder: str | None = None,
+                 concurrency: int = 1):
+        # The guidance settings are checked first: a bad one is refused before any path is looked at.
+        self.guidance = BagelGuidance.from_config(guidance)
         if not repo_dir or not model_dir:
             raise BackendUnavailable("generator=bagel needs generator.repo_dir=<BAGEL checkout> and "
                                      "generator.model_dir=<BAGEL-7B-MoT weights>")
@@ -57,20 +56,12 @@ class BagelInProcess(ImageGenerator):
         self.model_id = model_id
         self.revision = revision
         self.width, self.height = int(width), int(height)
-        self.num_timesteps = int(num_timesteps)
-        self.cfg_text_scale = float(cfg_text_scale)
-        self.cfg_img_scale = float(cfg_img_scale)
-        self.cfg_interval = tuple(float(x) for x in cfg_interval)
-        self.timestep_shift = float(timestep_shift)
-        self.cfg_renorm_min = float(cfg_renorm_min)
-        self.cfg_renorm_type = cfg_renorm_type
         self.think = bool(think)
         self.max_think_token_n = int(max_think_token_n)
         self.do_sample = bool(do_sample)
         self.text_temperature = float(text_temperature)
         self.max_memory_per_gpu = max_memory_per_gpu
         self.offload_folder = offload_folder
-        self.stage_name = stage_name
         self.concurrency = concurrency
         self._inferencer = None
         self._torch = None
@@ -78,10 +69,7 @@ class BagelInProcess(ImageGenerator):
 
     def hyperparameters(self) -> dict[str, Any]:
         """The keyword arguments of `InterleaveInferencer.__call__` (image size comes per request)."""
-        hyper = {"think": self.think, "cfg_text_scale": self.cfg_text_scale, "cfg_img_scale": self.cfg_img_scale,
-                 "cfg_interval": list(self.cfg_interval), "timestep_shift": self.timestep_shift,
-                 "num_timesteps": self.num_timesteps, "cfg_renorm_min": self.cfg_renorm_min,
-                 "cfg_renorm_type": self.cfg_renorm_type}
+        hyper = {"think": self.think, **self.guidance.as_dict()}  # every guidance setting, passed explicitly
         if self.think:  # text sampling settings only matter when BAGEL writes a plan
             hyper.update(max_think_token_n=self.max_think_token_n, do_sample=self.do_sample,
                          text_temperature=self.text_temperature)
@@ -112,13 +100,6 @@ class BagelInProcess(ImageGenerator):
             if side % 16 or not 256 <= side <= 1024:
                 raise BackendUnavailable(f"BAGEL image size {self.width}x{self.height}: each side must be a "
                                          "multiple of 16 within 256..1024")
-        lo_hi = self.cfg_interval
-        if len(lo_hi) != 2 or not 0.0 <= lo_hi[0] <= lo_hi[1] <= 1.0:
-            raise BackendUnavailable(f"cfg_interval {list(lo_hi)} must be [start, end] with 0 <= start <= end <= 1")
-        if self.num_timesteps < 1:
-            raise BackendUnavailable(f"num_timesteps={self.num_timesteps} must be at least 1")
-        if self.cfg_renorm_type not in RENORM_TYPES:
-            raise BackendUnavailable(f"cfg_renorm_type={self.cfg_renorm_type!r} is not one of {list(RENORM_TYPES)}")
         if self.think and (self.max_think_token_n < 1 or self.text_temperature <= 0):
             raise BackendUnavailable("think mode needs max_think_token_n >= 1 and text_temperature > 0")
 
@@ -222,7 +203,7 @@ class BagelInProcess(ImageGenerator):
                                       **self.hyperparameters())
         image = result.get("image")
         if image is None:
-            return Reject(self.stage_name, "no_image", "BAGEL returned no image for this prompt")
+            return Reject(self.role, "no_image", "BAGEL returned no image for this prompt")
         thinking = result.get("text") if self.think else None
         return GeneratedImage(image=image, thinking=thinking,
                               lineage={"seed": request.seed, "width": request.width, "height": request.height,

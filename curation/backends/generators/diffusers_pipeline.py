@@ -45,10 +45,10 @@ class DiffusersGenerator(ImageGenerator):
                  width: int = 1024, height: int = 1024, num_inference_steps: int | None = 50,
                  guidance_scale: float | None = None, negative_prompt: str | None = None,
                  call_kwargs: dict[str, Any] | None = None, device: str = "auto", dtype: str = "auto",
-                 stage_name: str = "initial_image", concurrency: int = 1):
+                 concurrency: int = 1):
         if not model_dir:
-            group = "reference" if stage_name == "reference_image" else "generator"
-            raise BackendUnavailable(f"{group}=diffusers needs {group}.model_dir=<diffusers pipeline folder>")
+            raise BackendUnavailable("diffusers needs model_dir=<diffusers pipeline folder> "
+                                     "(generator.model_dir or reference.model_dir)")
         self.model_dir = Path(model_dir)
         self.model_id = model_id or self.model_dir.name
         self.revision = revision
@@ -59,7 +59,6 @@ class DiffusersGenerator(ImageGenerator):
         self.call_kwargs = dict(call_kwargs or {})
         self.device = device
         self.dtype = dtype
-        self.stage_name = stage_name
         self.concurrency = concurrency
         self._pipe = None
         self._torch = None
@@ -138,6 +137,6 @@ class DiffusersGenerator(ImageGenerator):
                                 generator=generator, **self._call_settings())
         flagged = getattr(output, "nsfw_content_detected", None)
         if flagged and flagged[0]:
-            return Reject(self.stage_name, "safety_filtered", "the pipeline's safety checker blanked the image")
+            return Reject(self.role, "safety_filtered", "the pipeline's safety checker blanked the image")
         return GeneratedImage(image=output.images[0],
                               lineage={"seed": request.seed, "width": request.width, "height": request.height})

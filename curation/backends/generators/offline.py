@@ -25,13 +25,12 @@ from curation.world.thinking import write_initial_thinking
 class OfflineRenderer(ImageGenerator):
     def __init__(self, model_id: str, width: int = 256, height: int = 256, defect_rate: float = 0.0,
                  defect_kinds: list[str] | tuple[str, ...] = DEFECT_KINDS, concurrency: int = 2,
-                 stage_name: str = "initial_image", think: bool = False):
+                 think: bool = False):
         self.model_id = model_id
         self.width, self.height = int(width), int(height)
         self.defect_rate = float(defect_rate)
         self.defect_kinds = tuple(defect_kinds)
         self.concurrency = concurrency
-        self.stage_name = stage_name
         # Like BAGEL's think mode: a plan of what it drew, written before its image is returned.
         self.think = bool(think)
 
@@ -56,7 +55,7 @@ class OfflineRenderer(ImageGenerator):
         try:
             scene = parse_prompt(request.prompt)
         except PromptOutsideGrammar as exc:
-            return Reject(self.stage_name, "prompt_outside_grammar", f"the offline world cannot draw it: {exc.reason}")
+            return Reject(self.role, "prompt_outside_grammar", f"the offline world cannot draw it: {exc.reason}")
         rng = np.random.default_rng(request.seed)
         defects = sample_defects(scene, rng, self.defect_rate, self.defect_kinds) if self.defect_rate > 0 else []
         image = await asyncio.to_thread(render_scene, scene, self.width, request.seed, defects)

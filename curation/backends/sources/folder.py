@@ -9,9 +9,11 @@ Two layouts:
   row per line, `source.prompt_column` the prompt and `source.image_column` the image as a
   path relative to the index (or, in Parquet, the image bytes). `image_column: null` makes a
   prompts-only source, whose high-quality images come from the reference generator.
+  `source.id_column` names a column of sample ids (default: the row's position, `meta.jsonl:7`).
 
-Rows this source cannot read (a bad JSON line, an image file that is gone) come out with a
-`problem` the gates turn into a reject with its reason: nothing is dropped silently.
+Rows this source cannot read (a bad JSON or CSV line, a Parquet value that does not decode, an
+image file that is gone, an unusable id) come out with a `problem` the gates turn into a reject
+with its reason and the row's position: nothing is dropped silently, and every other row is read.
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.backends.base import BackendUnavailable, Source, SourceItem
+from curation.backends.sources.rows import RowIds, decode_rows
 from curation.core.reasons import CAPTION_MISSING, IMAGE_MISSING, PROMPT_NOT_TEXT, ROW_UNREADABLE, STAGE
 from curation.core.records import Reject
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CAPTION_SUFFIXES = (".json", ".txt")  # in order of preference when a stem has both
 INDEX_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+PARQUET_BATCH_ROWS = 256
 
 
 def image_from_value(value: Any, base_dir: Path | None) -> bytes | Reject:
@@ -62,13 +67,17 @@ def read_image_file(path: Path, shown: str) -> bytes | Reject:
 
 class FolderSource(Source):
     def __init__(self, path: str | None, index: str | None = None, prompt_column: str = "prompt",
-                 image_column: str | None = "image", concurrency: int = 1):
+                 image_column: str | None = "image", id_column: str | None = None, concurrency: int = 1):
         if not path:
             raise BackendUnavailable("source=folder needs source.path=<folder of images and captions>")
         self.path = Path(path)
         self.index = None if index is None else (Path(index) if Path(index).is_absolute() else self.path / index)
         self.prompt_column = prompt_column
         self.image_column = image_column
+        self.id_column = id_column
+        if id_column is not None and self.index is None:
+            raise BackendUnavailable("source.id_column applies to an index file (source.index); side-car rows "
+                                     "are named by their image's path already")
         # Side-car folders always hold images; an index may be prompts only.
         self.provides_images = self.index is None or image_column is not None
         self.concurrency = concurrency
@@ -77,6 +86,8 @@ class FolderSource(Source):
         settings: dict[str, Any] = {"prompt_column": self.prompt_column}
         if self.index is not None:
             settings.update(index=str(self.index), image_column=self.image_column)
+            if self.id_column is not None:  # without it the identity (so every sample id) stays as before
+                settings["id_column"] = self.id_column
         return {"id": f"folder:{self.path}", "revision": "local", "settings": settings}
 
     # ------------------------------------------------------------------ start-up
@@ -97,7 +108,8 @@ class FolderSource(Source):
         if self.index.suffix.lower() not in INDEX_FORMATS:
             raise BackendUnavailable(f"source.index={self.index} is not a .jsonl, .csv or .parquet file")
         columns = self._index_columns()
-        for knob, column in (("prompt_column", self.prompt_column), ("image_column", self.image_column)):
+        for knob, column in (("prompt_column", self.prompt_column), ("image_column", self.image_column),
+                             ("id_column", self.id_column)):
             if column is not None and column not in columns:
                 raise BackendUnavailable(f"source.{knob}={column!r} is not a column of {self.index.name}; "
                                          f"its columns are {sorted(columns)}")
@@ -185,13 +197,18 @@ class FolderSource(Source):
 
     def _index_items(self) -> Iterator[SourceItem]:
         base = self.index.parent
+        ids = RowIds(self.id_column)
         for n, row in enumerate(self._index_rows()):
-            source_id = f"{self.index.name}:{n}"
+            positional = f"{self.index.name}:{n}"
             meta = {"row": n}
             if isinstance(row, Reject):
-                yield SourceItem(source_id, None, meta=meta, problem=row)
+                yield SourceItem(positional, None, meta=meta, problem=row)
                 continue
+            source_id, problem = ids.assign(row, positional, n)
             prompt = row.get(self.prompt_column)
+            if problem is not None:
+                yield SourceItem(source_id, prompt, meta=meta, problem=problem)
+                continue
             if self.image_column is None:
                 yield SourceItem(source_id, prompt, meta=meta)
                 continue
@@ -202,21 +219,41 @@ class FolderSource(Source):
                 yield SourceItem(source_id, prompt, image=data, meta=meta)
 
     def _index_rows(self) -> Iterator[dict | Reject]:
-        """Rows in file order; a row that cannot be read is a Reject."""
+        """Rows in file order; a row that cannot be read is a Reject, and the rows after it are still read."""
         kind = INDEX_FORMATS[self.index.suffix.lower()]
         if kind == "parquet":
-            for batch in pq.ParquetFile(self.index).iter_batches(batch_size=256):
-                yield from batch.to_pylist()
+            yield from self._parquet_rows()
         elif kind == "csv":
-            # Bytes that are not UTF-8 survive as lone surrogates, which the gates reject as
-            # `prompt_not_text` for that row instead of the whole file failing to read.
-            with self.index.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
-                yield from csv.DictReader(fh)
+            yield from self._csv_rows()
         else:
             with self.index.open("rb") as fh:
                 for line_no, raw in enumerate(fh, start=1):
                     if raw.strip():  # blank lines are not rows
                         yield self._json_row(raw, line_no)
+
+    def _parquet_rows(self) -> Iterator[dict | Reject]:
+        # Only the columns used are decoded: bad bytes in a column nobody reads reject nothing.
+        columns = list(dict.fromkeys(c for c in (self.prompt_column, self.image_column, self.id_column) if c))
+        start = 0
+        for batch in pq.ParquetFile(self.index).iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            yield from decode_rows(pa.Table.from_batches([batch]), start)
+            start += batch.num_rows
+
+    def _csv_rows(self) -> Iterator[dict | Reject]:
+        # Bytes that are not UTF-8 survive as lone surrogates, which the gates reject as
+        # `prompt_not_text` for that row instead of the whole file failing to read.
+        with self.index.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+            reader = csv.DictReader(fh)
+            n = 0
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): this row only
+                    row = Reject(STAGE, ROW_UNREADABLE, f"row {n} is not valid CSV ({exc})")
+                n += 1
+                yield row
 
     def _json_row(self, raw: bytes, line_no: int) -> dict | Reject:
         try:
