@@ -37,13 +37,15 @@ from curation.publish import manifest
 from curation.publish.dataset import DatasetWriter, publish_manifest
 from curation.publish.emit import EmitPlan, EmitSettings, emit_outcomes
 from curation.publish.manifest import CheckerScores, Manifest, RunAccount
+from curation.publish.quality_figures import CHECKS as QUALITY_CHECKS
+from curation.publish.quality_figures import QualitySummary
 
 __all__ = ["build_backend", "main", "run"]
 
 USAGE = """usage: python -m curation.run recipe=<mode key | short name | all> [key=value ...]
   e.g. python -m curation.run recipe=improving_full n=100 out=outputs/demo
        python -m curation.run recipe=all teacher=vllm_server teacher.base_url=http://host:8000/v1
-  knobs: n seed image_size out cache shard num_shards teacher= generator= source= reference= checker=
+  knobs: n seed image_size out cache shard num_shards teacher= generator= source= reference= checker= scorer=
   see recipes/config.yaml for every knob and README.md for the backends."""
 
 
@@ -73,8 +75,9 @@ def run(cfg: DictConfig) -> Path:
     gate_settings = GateSettings.from_config(cfg.gates)
     source: Source = build_backend("source", cfg.source)
     with_checker = cfg.get("checker") is not None and "_target_" in cfg.checker
+    with_scorer = cfg.get("scorer") is not None and "_target_" in cfg.scorer
     plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images, with_checker=with_checker,
-                      improving_initial_thinking=cfg.improving_initial_thinking)
+                      improving_initial_thinking=cfg.improving_initial_thinking, with_scorer=with_scorer)
     backends = build_backends(cfg, (s.role for s in plan.stages if s.role))
     # Before any work: one clear sentence if a backend cannot run. On Ray each walker actor runs
     # these checks itself where the models will live (loading one here would only waste the GPU).
@@ -164,14 +167,17 @@ def publish(out: Path, plan: Plan, store: Store, run_key: str, identities: dict,
     writer = DatasetWriter(out, plan.mode_stages, EmitSettings(**OmegaConf.to_container(cfg.emit)),
                            staging_name=f".staging-{run_key[:8]}")
     checker = CheckerScores()
+    quality = QualitySummary(plan.modes, plan.mode_stages,
+                             {s: OmegaConf.to_container(cfg.stages).get(s, {}) for s in QUALITY_CHECKS})
     emit_started = time.monotonic()  # after the writers exist (loading the schemas imports `datasets`)
-    emit_outcomes(checker.observe(store.iter_outcomes(run_key)), emit_plan, writer, store.image_bytes)
+    outcomes = quality.observe(checker.observe(store.iter_outcomes(run_key)))
+    emit_outcomes(outcomes, emit_plan, writer, store.image_bytes)
     summaries = writer.finish()
     now = time.monotonic()
     account = RunAccount(backend_calls=stats.computed, cached=stats.cached, rejected=stats.rejected,
                          elapsed_s=now - started, emit_s=now - emit_started, backends=accounting,
                          first_result_s=None if stats.first_result_at is None else stats.first_result_at - started)
-    doc = manifest.for_run(cfg, summaries, identities, account, checker)
+    doc = manifest.for_run(cfg, summaries, identities, account, checker, quality.to_json())
     publish_manifest(out, doc)
     return doc
 

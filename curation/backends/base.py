@@ -176,3 +176,39 @@ class Checker(Backend):
 
     @abstractmethod
     async def score(self, prompt: str, image: Image.Image) -> dict[str, Any] | Reject: ...
+
+
+# ----------------------------------------------------------------------------- scorers
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """What a scorer measured of one image. None: this scorer does not measure that quantity.
+
+    `alignment` is on the scorer's own scale (cosine similarity for CLIP/SigLIP), `aesthetic` on its
+    head's scale (LAION's head: roughly 1–10), `unsafe` is a probability. `embedding` is the unit-norm
+    image embedding the semantic dedup compares. `models` names, per score, the model id and revision
+    that produced it (`{"alignment": {"id": ..., "revision": ...}, ...}`), for lineage.
+    """
+
+    alignment: float | None = None
+    aesthetic: float | None = None
+    unsafe: float | None = None
+    embedding: tuple[float, ...] | None = field(default=None, repr=False)
+    models: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def measured(self) -> dict[str, float]:
+        return {k: v for k, v in (("alignment", self.alignment), ("aesthetic", self.aesthetic),
+                                  ("unsafe", self.unsafe)) if v is not None}
+
+
+class Scorer(Backend):
+    """Measures an image (against its prompt): alignment, aesthetics, safety, an embedding.
+
+    The quality stages turn the scores into decisions; the scorer itself decides nothing.
+    """
+
+    role: ClassVar[str] = "scorer"
+
+    @abstractmethod
+    async def score(self, prompt: str, image: ImageInput) -> ImageScores | Reject: ...

@@ -3,6 +3,11 @@
 Stages are derived, not listed by hand: each mode's schema names the fields its rows are made
 from, and each stage declares what it needs and makes. A recipe therefore runs exactly what its
 modes need, and `all` runs each shared stage once for every mode that uses it.
+
+With a scorer (`with_scorer`), the quality stages join every mode: each mode needs the checked
+high-quality image (`hq_image_quality`), and each mode that uses the initial image also needs the
+initial image checked and the improvement check (`alignment_gain`). They are added through the
+same closure, so their own needs (the scoring stages, the reference image) follow.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from curation.core import schema
-from curation.build.stages import ALL_STAGES, BasePlanForImproving, TeacherPlanForImproving
+from curation.build.stages import ALL_STAGES, QUALITY_STAGES, BasePlanForImproving, TeacherPlanForImproving
 from curation.build.stages.base import Stage
 
 # Fields every sample has before any stage runs.
@@ -69,7 +74,7 @@ IMPROVING_PLAN_SOURCES = ("teacher", "base_model")
 
 
 def build_plan(modes: dict[str, int], *, source_provides_images: bool, with_checker: bool,
-               improving_initial_thinking: str = "teacher") -> Plan:
+               improving_initial_thinking: str = "teacher", with_scorer: bool = False) -> Plan:
     if not modes:
         raise PlanError("the recipe names no modes")
     resolved: dict[str, int] = {}
@@ -83,7 +88,7 @@ def build_plan(modes: dict[str, int], *, source_provides_images: bool, with_chec
         raise PlanError(f"improving_initial_thinking={improving_initial_thinking!r}: use one of "
                         f"{', '.join(IMPROVING_PLAN_SOURCES)}")
     unused = BasePlanForImproving if improving_initial_thinking == "teacher" else TeacherPlanForImproving
-    stages = [cls() for cls in ALL_STAGES if cls is not unused]
+    stages = [cls() for cls in ALL_STAGES if cls is not unused and (with_scorer or cls not in QUALITY_STAGES)]
     if source_provides_images:
         stages = [s for s in stages if "hq_image" not in s.makes]
     makers = {field: s for s in stages for field in s.makes}
@@ -102,8 +107,16 @@ def build_plan(modes: dict[str, int], *, source_provides_images: bool, with_chec
                 todo.extend(f for f in stage.needs if f not in available)
         return needed
 
+    def mode_needs(mode: str) -> set[str]:
+        needed = closure(set(schema.load(mode).needed_fields))
+        if with_scorer:
+            needed |= closure({"hq_image_quality"})
+            if "initial_image" in needed:
+                needed |= closure({"alignment_gain"})
+        return needed
+
     order = [s.name for s in stages]
-    mode_stages = {m: tuple(n for n in order if n in closure(schema.load(m).needed_fields)) for m in resolved}
+    mode_stages = {m: tuple(n for n in order if n in mode_needs(m)) for m in resolved}
     used = set().union(*mode_stages.values())
     report = ()
     if with_checker and "initial_image" in used:

@@ -29,3 +29,12 @@ ID_MISSING = "id_missing"  # the id column is null in this row
 ID_EMPTY = "id_empty"  # the id is an empty or white-space string
 ID_INVALID = "id_invalid"  # the id is neither text nor an integer
 ID_DUPLICATE = "id_duplicate"  # the same id as an earlier row (the first keeps it)
+
+# Reject reasons of the quality stages (curation/build/stages/*_quality.py, improvement.py) and of
+# the semantic dedup (curation/build/semantic_dedup.py).
+LOW_ALIGNMENT = "low_alignment"  # image–prompt alignment below the stage's min_alignment
+LOW_AESTHETIC = "low_aesthetic"  # aesthetic score below min_aesthetic
+UNSAFE = "unsafe"  # unsafe probability above max_unsafe
+IMPROVED_NOT_BETTER = "improved_not_better"  # hq alignment − initial alignment below min_margin
+SCORE_NOT_MEASURED = "score_not_measured"  # a threshold is set on a score the scorer does not measure
+SEMANTIC_DUPLICATE = "semantic_duplicate"  # embedding cosine ≥ threshold with a smaller sample id

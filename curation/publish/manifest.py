@@ -131,6 +131,7 @@ class Manifest:
     checker: dict[str, Any] | None
     run: RunAccount
     config: dict[str, Any]
+    quality: dict[str, Any] | None = None  # quality_figures.QualitySummary: score histograms, checks per mode
     pipeline_version: str = __version__
     schema_version: int = field(default_factory=schema.schema_version)
     versions: dict[str, str] = field(default_factory=lambda: {"python": platform.python_version(),
@@ -140,15 +141,15 @@ class Manifest:
         return {"recipe": self.recipe, "pipeline_version": self.pipeline_version,
                 "schema_version": self.schema_version, "shard": self.shard,
                 "modes": {m: s.to_json() for m, s in self.modes.items()}, "backends": self.backends,
-                "checker": self.checker, "run": self.run.to_json(), "versions": self.versions,
-                "config": self.config}
+                "checker": self.checker, **({"quality": self.quality} if self.quality else {}),
+                "run": self.run.to_json(), "versions": self.versions, "config": self.config}
 
     @classmethod
     def from_json(cls, data: dict) -> "Manifest":
         return cls(recipe=data["recipe"], shard=data["shard"],
                    modes={m: ModeSummary.from_json(m, s) for m, s in data["modes"].items()},
                    backends=data["backends"], checker=data.get("checker"), run=RunAccount.from_json(data["run"]),
-                   config=data["config"], pipeline_version=data["pipeline_version"],
+                   config=data["config"], quality=data.get("quality"), pipeline_version=data["pipeline_version"],
                    schema_version=data["schema_version"], versions=data["versions"])
 
 
@@ -163,13 +164,13 @@ def package_versions() -> dict[str, str]:
 
 
 def for_run(cfg: DictConfig, summaries: list[ModeSummary], identities: dict, run: RunAccount,
-            checker: CheckerScores) -> Manifest:
+            checker: CheckerScores, quality: dict[str, Any] | None = None) -> Manifest:
     teacher_s = (run.backends.get("teacher") or {}).get("wall_s")
     if teacher_s:
         run.accepted_per_teacher_hour = {s.mode: round(s.accepted * 3600 / teacher_s, 1) for s in summaries}
     return Manifest(recipe=cfg.recipe.name, shard={"index": cfg.shard, "count": cfg.num_shards},
                     modes={s.mode: s for s in summaries}, backends=identities, checker=checker.to_json(), run=run,
-                    config=redact(cfg))
+                    config=redact(cfg), quality=quality)
 
 
 def write(out: Path, doc: Manifest) -> None:

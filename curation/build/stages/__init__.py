@@ -1,14 +1,26 @@
 """One file per stage. `ALL_STAGES` lists them in data-flow order."""
 
+from curation.build.stages.hq_image_quality import HqImageQuality
+from curation.build.stages.improvement import Improvement
 from curation.build.stages.improving_plan import BasePlanForImproving, TeacherPlanForImproving
 from curation.build.stages.improving_thinking import ImprovingThinking
 from curation.build.stages.initial_image import InitialImage
+from curation.build.stages.initial_image_quality import InitialImageQuality
 from curation.build.stages.initial_thinking import InitialThinking
 from curation.build.stages.reference_image import ReferenceImage
 from curation.build.stages.score import Score
+from curation.build.stages.score_hq_image import ScoreHqImage
+from curation.build.stages.score_initial_image import ScoreInitialImage
 
 # Data-flow order. Two stages make `improving_initial_thinking`; a plan keeps one of them.
-ALL_STAGES = (ReferenceImage, InitialThinking, InitialImage, TeacherPlanForImproving, BasePlanForImproving,
-              ImprovingThinking, Score)
+# The quality stages sit right after the image they judge, before any teacher call that uses it.
+ALL_STAGES = (ReferenceImage, ScoreHqImage, HqImageQuality, InitialThinking, InitialImage, ScoreInitialImage,
+              InitialImageQuality, Improvement, TeacherPlanForImproving, BasePlanForImproving, ImprovingThinking,
+              Score)
 
-__all__ = ["ALL_STAGES", "BasePlanForImproving", "TeacherPlanForImproving", "ImprovingThinking", "InitialImage", "InitialThinking", "ReferenceImage", "Score"]
+# In a plan only when a scorer is configured (`scorer=`).
+QUALITY_STAGES = (ScoreHqImage, HqImageQuality, ScoreInitialImage, InitialImageQuality, Improvement)
+
+__all__ = ["ALL_STAGES", "QUALITY_STAGES", "BasePlanForImproving", "TeacherPlanForImproving", "HqImageQuality",
+           "Improvement", "ImprovingThinking", "InitialImage", "InitialImageQuality", "InitialThinking",
+           "ReferenceImage", "Score", "ScoreHqImage", "ScoreInitialImage"]

@@ -1,0 +1,205 @@
+"""What the quality stages found, for the card and the report: score histograms per mode and the
+accept rate of each quality check.
+
+`QualitySummary` sees the run's outcomes once, while emit reads them, and gives a small JSON summary
+— histograms, counts and the thresholds — for the manifest. `plots` and `card_lines` draw it.
+Both are pure functions of the summary, so the same run gives byte-identical PNGs and text.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+BINS = 20
+# (figure label, stage whose lineage holds it, how to read the value from that lineage)
+SCORES = (
+    ("hq alignment", "score_hq_image", ("alignment", "value")),
+    ("hq aesthetic", "score_hq_image", ("aesthetic", "value")),
+    ("hq unsafe", "score_hq_image", ("unsafe", "value")),
+    ("initial alignment", "score_initial_image", ("alignment", "value")),
+    ("initial unsafe", "score_initial_image", ("unsafe", "value")),
+    ("alignment gain", "improvement", ("gain",)),
+)
+CHECKS = ("hq_image_quality", "initial_image_quality", "improvement")
+
+
+def _read(lineage: Mapping, path: tuple[str, ...]) -> float | None:
+    value: Any = lineage
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+# Each score is counted into FINE_BINS fixed bins over the range it can take (values outside it
+# fall into the end bins; min and max are kept exactly), so memory is bounded whatever the number
+# of samples; the figures then show BINS bins spanning the values actually seen.
+FINE_BINS = 2000
+RANGES = {"alignment": (-1.0, 1.0), "aesthetic": (0.0, 10.0), "unsafe": (0.0, 1.0), "gain": (-2.0, 2.0)}
+
+
+class _Histogram:
+    def __init__(self, low: float, high: float):
+        self.low, self.high = low, high
+        self.counts = np.zeros(FINE_BINS, dtype=np.int64)
+        self.n, self.total, self.min, self.max = 0, 0.0, float("inf"), float("-inf")
+
+    def add(self, value: float) -> None:
+        i = int((value - self.low) / (self.high - self.low) * FINE_BINS)
+        self.counts[min(max(i, 0), FINE_BINS - 1)] += 1
+        self.n += 1
+        self.total += value
+        self.min, self.max = min(self.min, value), max(self.max, value)
+
+    def to_json(self) -> dict[str, Any]:
+        width = (self.high - self.low) / FINE_BINS
+        first = int(np.flatnonzero(self.counts)[0])
+        last = int(np.flatnonzero(self.counts)[-1]) + 1
+        step = max(1, -(-(last - first) // BINS))  # fine bins per shown bin
+        counts = [int(self.counts[i:i + step].sum()) for i in range(first, last, step)]
+        edges = [round(self.low + (first + k * step) * width, 6) for k in range(len(counts) + 1)]
+        return {"n": self.n, "mean": round(self.total / self.n, 6), "min": round(self.min, 6),
+                "max": round(self.max, 6), "edges": edges, "counts": counts}
+
+
+class QualitySummary:
+    """Score histograms per mode and counts per quality check, filled in one pass: `observe`
+    passes the run's outcomes through while emit reads them (every sample, accepted or not: a
+    histogram of accepted rows only would hide the tail a threshold cut off)."""
+
+    def __init__(self, modes: Mapping[str, int], mode_stages: Mapping[str, tuple[str, ...]],
+                 thresholds: Mapping[str, Mapping] | None = None):
+        self.counts = dict(modes)
+        self.mode_stages = mode_stages
+        self.modes = [m for m, stages in mode_stages.items() if set(CHECKS) & set(stages)]
+        self.thresholds = thresholds
+        self.values = {m: {label: _Histogram(*RANGES[path[0]]) for label, _, path in SCORES} for m in self.modes}
+        self.checks = {m: {s: {"checked": 0, "passed": 0, "rejected": {}} for s in CHECKS if s in mode_stages[m]}
+                       for m in self.modes}
+
+    def observe(self, outcomes: Iterable) -> Iterable:
+        for outcome in outcomes:
+            self.add(outcome)
+            yield outcome
+
+    def add(self, outcome) -> None:
+        """One sample's `Outcome` (index, lineage by stage, rejects by stage)."""
+        for mode in self.modes:
+            if outcome.index >= self.counts[mode]:
+                continue
+            for label, stage, path in SCORES:
+                if stage in self.mode_stages[mode]:
+                    value = _read(outcome.lineage.get(stage, {}), path)
+                    if value is not None:
+                        self.values[mode][label].add(value)
+            for stage, count in self.checks[mode].items():
+                if stage in outcome.rejects:
+                    count["checked"] += 1
+                    reason = outcome.rejects[stage].reason
+                    count["rejected"][reason] = count["rejected"].get(reason, 0) + 1
+                elif stage in outcome.lineage:
+                    count["checked"] += 1
+                    count["passed"] += 1
+
+    def to_json(self) -> dict[str, Any] | None:
+        """`{"modes": {mode: {"scores": {label: histogram}, "checks": {stage: counts}}}, "thresholds": …}`,
+        or None when no mode ran a quality check."""
+        if not self.modes:
+            return None
+        summary: dict[str, Any] = {"modes": {}}
+        for mode in self.modes:
+            scores = {label: h.to_json() for label, h in self.values[mode].items() if h.n}
+            summary["modes"][mode] = {"scores": scores, "checks": self.checks[mode]}
+        summary["thresholds"] = ({s: dict(self.thresholds.get(s, {})) for s in CHECKS} if self.thresholds else {})
+        return summary
+
+
+def accept_rates(summary: Mapping) -> list[tuple[str, str, int, float]]:
+    """(mode, check, checked, accept rate) for every check a mode ran on at least one sample."""
+    rows = []
+    for mode, entry in summary["modes"].items():
+        for stage, count in entry["checks"].items():
+            if count["checked"]:
+                rows.append((mode, stage, count["checked"], count["passed"] / count["checked"]))
+    return rows
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})  # no date or version chunks
+    return buffer.getvalue()
+
+
+_THRESHOLD_OF = {"hq alignment": ("hq_image_quality", "min_alignment"),
+                 "hq aesthetic": ("hq_image_quality", "min_aesthetic"),
+                 "hq unsafe": ("hq_image_quality", "max_unsafe"),
+                 "initial alignment": ("initial_image_quality", "min_alignment"),
+                 "initial unsafe": ("initial_image_quality", "max_unsafe"),
+                 "alignment gain": ("improvement", "min_margin")}
+
+
+def plots(summary: Mapping | None) -> dict[str, bytes]:
+    """PNG bytes by file name: `quality_<mode>.png` (score histograms, thresholds dashed) and
+    `quality_accept_rate.png`; nothing when no quality check ran."""
+    if not summary:
+        return {}
+    from matplotlib.figure import Figure
+
+    out = {}
+    for mode, entry in summary["modes"].items():
+        labels = list(entry["scores"])
+        if not labels:
+            continue
+        fig = Figure(figsize=(3 * len(labels), 2.6), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(labels)))
+        for ax, label in zip(axes, labels):
+            hist = entry["scores"][label]
+            edges = np.asarray(hist["edges"])
+            ax.bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", color="#4f81bd")
+            stage, knob = _THRESHOLD_OF[label]
+            limit = summary.get("thresholds", {}).get(stage, {}).get(knob)
+            if limit is not None:
+                ax.axvline(limit, color="#c0504d", linestyle="--", label=f"{knob} {limit}")
+                ax.legend(fontsize=6)
+            ax.set_title(f"{label} (n={hist['n']})", fontsize=8)
+            ax.tick_params(labelsize=6)
+        fig.suptitle(mode, fontsize=9)
+        out[f"quality_{mode}.png"] = _png(fig)
+    rates = accept_rates(summary)
+    if rates:
+        fig = Figure(figsize=(6, 0.3 * len(rates) + 1), layout="constrained")
+        ax = fig.subplots()
+        names = [f"{mode} · {stage}" for mode, stage, _, _ in rates]
+        ax.barh(names, [r for *_, r in rates], color="#3b7d3b")
+        ax.set_xlim(0, 1.0)
+        ax.invert_yaxis()
+        ax.set_xlabel("accepted / checked")
+        ax.tick_params(labelsize=6)
+        out["quality_accept_rate.png"] = _png(fig)
+    return out
+
+
+def card_lines(summary: Mapping | None, assets: Iterable[str] = ()) -> list[str]:
+    """Markdown for the card: one table of checks (checked, accept rate, rejects by reason) and the figures."""
+    if not summary:
+        return []
+    assets = set(assets)
+    lines = ["## Quality checks", "", "| mode | check | checked | accepted | rejects by reason |",
+             "|---|---|---|---|---|"]
+    for mode, entry in summary["modes"].items():
+        for stage, count in entry["checks"].items():
+            reasons = ", ".join(f"{r}: {n}" for r, n in sorted(count["rejected"].items())) or "none"
+            rate = f"{count['passed'] / count['checked']:.1%}" if count["checked"] else "–"
+            lines.append(f"| {mode} | {stage} | {count['checked']} | {rate} | {reasons} |")
+    lines.append("")
+    for name in sorted(assets):
+        if name.startswith("quality_"):
+            lines += [f"![{name[:-4]}]({name})", ""]
+    return lines
