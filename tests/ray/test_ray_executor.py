@@ -6,6 +6,7 @@ One Ray session for the module (starting Ray costs seconds on 2 cores), declared
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -18,7 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+import curation.run as run_module
+from curation.backends.factory import build_backend, build_backends
+from curation.build.executor import GATES
+from curation.build.gates import GateSettings
+from curation.build.plan import build_plan
+from curation.build.ray_executor import RayExecutor, RaySettings
 from curation.core import schema
+from curation.core.config import load_config
+from curation.core.progress import Progress
 from curation.publish import manifest
 from tests.helpers import FAST, build, shard_digests
 
@@ -121,3 +130,24 @@ def test_driver_killed_then_restarted_resumes_byte_identical(ray_session, local_
     calls = manifest.read(tmp_path / "ds")["run"]["backend_calls"]
     assert calls.get("initial_thinking", 0) <= 12 - done_before + 4  # the finished work was not redone
     _accounted_once(tmp_path / "ds")
+
+
+def test_walker_actors_are_placed_by_gpu(ray_session, tmp_path):
+    """Each actor asking for one GPU gets one of the two declared, never the same one."""
+    cfg = load_config("config", [*FAST, "recipe=initial_thinking", "n=8", "executor=ray",
+                                 "executor.num_gpus_per_actor=1", "executor.batch_size=1",
+                                 f"cache={tmp_path / 'cache'}"])
+    source = build_backend("source", cfg.source)
+    plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images, with_checker=False)
+    roles = [s.role for s in plan.stages if s.role]
+    gates = GateSettings.from_config(cfg.gates)
+    executor = RayExecutor(
+        plan, make_backends=functools.partial(build_backends, cfg, roles),
+        read_samples=functools.partial(run_module._gated_samples, cfg, plan.n_source, gates),
+        store_url=str(tmp_path / "cache"), run_seed=0, run_key="placement", stage_settings={},
+        progress=Progress([GATES, *(s.name for s in plan.stages)], interval=3600),
+        settings=RaySettings.from_config(cfg.executor))
+    result = executor.run()
+    assert result.sample_ids and len(result.sample_ids) == result.stats.samples == 8
+    gpus = [actor.split("gpus ")[1] for actor in result.actors]
+    assert all(g in ("[0]", "[1]") for g in gpus) and len(set(gpus)) == len(gpus)
