@@ -48,7 +48,7 @@ def planted_items() -> list[SourceItem]:
     items = [SourceItem(f"row{i:02d}", f"a scene number {i}", encode(picture(i), "PNG")) for i in range(40)]
     items.append(SourceItem("copy", "a different caption", items[3].image))  # same bytes as row03
     touched = picture(7)
-    ImageDraw.Draw(touched).rectangle((140, 120, 147, 127), fill=(255, 255, 255))
+    ImageDraw.Draw(touched).rectangle((140, 120, 143, 123), fill=(255, 255, 255))
     items.append(SourceItem("near", "yet another caption", encode(touched, "JPEG")))  # row07, touched, as JPEG
     items.append(SourceItem("again", "A  scene number 11 ", encode(picture(99), "PNG")))  # row11's prompt
     return items
@@ -77,7 +77,7 @@ def test_four_shards_find_what_one_process_finds(tmp_path):
     assert whole[dup].reason == IMAGE_DUPLICATE and whole[dup].original == orig
     dup, orig = planted("near", "row07")
     assert whole[dup].reason == IMAGE_NEAR_DUPLICATE and whole[dup].original == orig
-    assert whole[dup].distance <= settings.near_duplicate_distance
+    assert 0 < whole[dup].distance <= settings.near_duplicate_distance
     dup, orig = planted("again", "row11")
     assert whole[dup].reason == PROMPT_DUPLICATE and whole[dup].original == orig
     assert len(whole) == 3  # the 40 distinct pictures stay apart
