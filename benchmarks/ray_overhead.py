@@ -1,10 +1,11 @@
 """What `executor=ray` costs over the local executor on one machine.
 
-    python benchmarks/ray_overhead.py [--n 200] [--teacher-requests 1024] [--latency 1.0] [--in-flight 64]
+    python benchmarks/ray_overhead.py [--n 100 400] [--teacher-requests 1024] [--latency 1.0] [--in-flight 64]
 
-1. Offline world: `recipe=all` at n samples, once with `executor=local`, once with `executor=ray`
+1. Offline world: `recipe=all` at each n, once with `executor=local`, once with `executor=ray`
    (a local Ray with this machine's CPUs, 2 walker actors), each with a fresh store: samples/s and
-   their ratio, i.e. the overhead of Ray per sample where every stage is cheap CPU work.
+   their ratio; with two sizes, the cost per sample (the slope) apart from the cost once per run
+   (actors starting): Ray's overhead where every stage is cheap CPU work.
 2. Teacher requests: `recipe=initial_thinking` with `teacher=vllm_server` against a fake endpoint
    (tests/support/fake_openai.py, its own process) that answers after a fixed latency with no limit
    of its own. The reference images are made first by an untimed run, so the timed run makes only
@@ -30,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import ray  # noqa: E402
 
+from curation.build.ray_executor import RaySettings, connect  # noqa: E402
 from curation.publish import manifest  # noqa: E402
 from curation.run import main  # noqa: E402
 from tests.support.fake_openai import MODEL  # noqa: E402
@@ -43,17 +45,28 @@ def timed(*overrides: str) -> tuple[float, Path]:
     return time.perf_counter() - started, out
 
 
-def offline(tmp: Path, n: int) -> None:
-    print(f"\n1. offline world, recipe=all n={n} (every stage cheap CPU work)")
-    print(f"{'executor':>10} {'seconds':>8} {'samples/s':>10} {'backend calls':>14}")
-    rates = {}
-    for name, extra in (("local", []), ("ray", ["executor=ray"])):
-        seconds, out = timed("recipe=all", f"n={n}", f"out={tmp / name}", f"cache={tmp / (name + '-cache')}", *extra)
-        rates[name] = n / seconds
-        calls = sum(manifest.read(out)["run"]["backend_calls"].values())
-        print(f"{name:>10} {seconds:>8.2f} {rates[name]:>10.2f} {calls:>14}", flush=True)
-    print(f"ray / local samples/s: {rates['ray'] / rates['local']:.2f}; Ray adds "
-          f"{(1 / rates['ray'] - 1 / rates['local']) * 1000:.0f} ms per sample on this machine")
+def offline(tmp: Path, sizes: list[int]) -> None:
+    print(f"\n1. offline world, recipe=all (every stage cheap CPU work)")
+    print(f"{'executor':>10} {'n':>6} {'seconds':>8} {'samples/s':>10} {'backend calls':>14}")
+    seconds: dict[str, dict[int, float]] = {"local": {}, "ray": {}}
+    for n in sizes:
+        for name, extra in (("local", []), ("ray", ["executor=ray"])):
+            tag = f"{name}-{n}"
+            took, out = timed("recipe=all", f"n={n}", f"out={tmp / tag}", f"cache={tmp / (tag + '-cache')}", *extra)
+            seconds[name][n] = took
+            calls = sum(manifest.read(out)["run"]["backend_calls"].values())
+            print(f"{name:>10} {n:>6} {took:>8.2f} {n / took:>10.2f} {calls:>14}", flush=True)
+    for n in sizes:
+        print(f"n={n}: ray / local samples/s {seconds['local'][n] / seconds['ray'][n]:.2f}")
+    if len(sizes) >= 2:
+        # Two sizes separate what Ray costs once per run (actors starting, models loading) from
+        # what it costs per sample: the slope between them.
+        lo, hi = min(sizes), max(sizes)
+        slope = {k: (v[hi] - v[lo]) / (hi - lo) for k, v in seconds.items()}
+        fixed = {k: seconds[k][lo] - slope[k] * lo for k in seconds}
+        print(f"per sample (slope n={lo}..{hi}): local {slope['local'] * 1000:.1f} ms, "
+              f"ray {slope['ray'] * 1000:.1f} ms (ratio {slope['ray'] / slope['local']:.2f}); once per run: local {fixed['local']:.1f} s, "
+              f"ray {fixed['ray']:.1f} s")
 
 
 def teacher_requests(tmp: Path, n: int, latency: float, in_flight: int, actors: int) -> None:
@@ -83,7 +96,7 @@ def teacher_requests(tmp: Path, n: int, latency: float, in_flight: int, actors: 
 
 def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 400])
     parser.add_argument("--teacher-requests", type=int, default=1024)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--in-flight", type=int, default=64)
@@ -91,7 +104,7 @@ def run(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     started = time.perf_counter()
-    ray.init(include_dashboard=False, log_to_driver=False)
+    connect(RaySettings())  # a local Ray whose workers import this checkout
     print(f"Ray start-up (not counted below): {time.perf_counter() - started:.1f} s")
     with tempfile.TemporaryDirectory(prefix="ray-bench-") as tmp:
         offline(Path(tmp), args.n)
