@@ -65,8 +65,8 @@ def offline(tmp: Path, sizes: list[int]) -> None:
         slope = {k: (v[hi] - v[lo]) / (hi - lo) for k, v in seconds.items()}
         fixed = {k: seconds[k][lo] - slope[k] * lo for k in seconds}
         print(f"per sample (slope n={lo}..{hi}): local {slope['local'] * 1000:.1f} ms, "
-              f"ray {slope['ray'] * 1000:.1f} ms (ratio {slope['ray'] / slope['local']:.2f}); once per run: local {fixed['local']:.1f} s, "
-              f"ray {fixed['ray']:.1f} s")
+              f"ray {slope['ray'] * 1000:.1f} ms (ratio {slope['ray'] / slope['local']:.2f}); "
+              f"once per run: local {fixed['local']:.1f} s, ray {fixed['ray']:.1f} s")
 
 
 def teacher_requests(tmp: Path, n: int, latency: float, in_flight: int, actors: int) -> None:
