@@ -115,16 +115,22 @@ class RayExecutor:
     def dataset(self) -> ray.data.Dataset:
         s = self.settings
         source = GatedSampleSource(self.read_samples, self.store_url, batch_size=s.batch_size)
-        # Ray Data merges a task's output into blocks of up to 128 MiB before passing them on: the
-        # whole source would go to one actor, after the source is read. A block per row (a row is
-        # a batch of samples) keeps the stream moving and spreads it over the actors. The
-        # setting is captured by this dataset only.
+        # Two settings, captured by this dataset only. Ray Data merges a task's output into blocks
+        # of up to 128 MiB before passing them on: the whole source would go to one actor, after
+        # the source is read; a block per row (a row is a batch of samples) keeps the stream moving
+        # and spreads it over the actors. And a walker's error (a backend that cannot run, a
+        # server gone) reaches the driver as itself, not as a UserCodeException that has lost it.
         context = ray.data.DataContext.get_current()
-        saved, context.target_max_block_size = context.target_max_block_size, 1
+        saved = context.target_max_block_size, context.raise_original_map_exception
+        context.target_max_block_size, context.raise_original_map_exception = 1, True
         try:
             rows = ray.data.read_datasource(source, override_num_blocks=1, num_cpus=s.read_num_cpus)
+            return self._walk(rows)
         finally:
-            context.target_max_block_size = saved
+            context.target_max_block_size, context.raise_original_map_exception = saved
+
+    def _walk(self, rows: ray.data.Dataset) -> ray.data.Dataset:
+        s = self.settings
         return rows.map_batches(
             WalkerActor, batch_format="pyarrow", batch_size=1,  # one row: one batch of samples
             compute=ray.data.ActorPoolStrategy(size=s.actors, max_tasks_in_flight_per_actor=s.batches_per_actor,

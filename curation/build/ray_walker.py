@@ -25,7 +25,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import ray
 
-from curation.backends.base import Backend
+from curation.backends.base import Backend, BackendUnavailable
 from curation.build.executor import SampleWalker
 from curation.build.plan import Plan
 from curation.build.ray_source import decode_batches
@@ -43,8 +43,16 @@ class WalkerActor:
     def __init__(self, *, make_backends: BackendsFactory, store_url: str, plan: Plan, run_key: str,
                  run_seed: int, stage_settings: dict[str, dict[str, Any]], actors: int):
         self.backends = make_backends()
+        # A backend that cannot run says why in one sentence (BackendUnavailable). Raised here it
+        # would reach the driver as "the actor died in its creation task", its sentence lost in
+        # Ray's text; kept and raised by the first call, it reaches the driver as the error itself.
+        self.unavailable: BackendUnavailable | None = None
         for backend in self.backends.values():
-            backend.check()  # loads an in-process model, once per actor
+            try:
+                backend.check()  # loads an in-process model, once per actor
+            except BackendUnavailable as exc:
+                self.unavailable = exc
+                break
             # The servers see the run's limit in total, not once per actor.
             backend.concurrency = max(1, backend.concurrency // actors)
         self.store = SharedStore(store_url)
@@ -61,6 +69,8 @@ class WalkerActor:
         self.actor = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]} gpus [{gpus}]"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.unavailable is not None:
+            raise self.unavailable
         samples: list[Sample] = decode_batches(batch)
         # A broken run (server gone) raises here, failing the batch: Ray retries it, then the driver
         # reports the error itself.

@@ -20,6 +20,7 @@ import pytest
 import ray
 
 import curation.run as run_module
+from curation.backends.base import BackendUnavailable
 from curation.backends.factory import build_backend, build_backends
 from curation.build.executor import GATES
 from curation.build.gates import GateSettings
@@ -151,3 +152,10 @@ def test_walker_actors_are_placed_by_gpu(ray_session, tmp_path):
     assert result.sample_ids and len(result.sample_ids) == result.stats.samples == 8
     gpus = [actor.split("gpus ")[1] for actor in result.actors]
     assert all(g in ("[0]", "[1]") for g in gpus) and len(set(gpus)) == len(gpus)
+
+
+def test_a_backend_that_cannot_run_is_one_sentence_from_the_actors(ray_session, tmp_path):
+    """The walker actors run the backends' start-up checks; the driver reports their sentence."""
+    with pytest.raises(BackendUnavailable, match="no server answers at http://127.0.0.1:9/v1"):
+        build(tmp_path, "recipe=initial_thinking", "n=2", "executor=ray", "teacher=vllm_server",
+              "teacher.base_url=http://127.0.0.1:9/v1", "teacher.check_timeout_s=2")
