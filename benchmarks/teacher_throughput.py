@@ -2,7 +2,7 @@
 
     python benchmarks/teacher_throughput.py [--requests 4096] [--latency 0.2] [--in-flight 64 256 1024]
                                             [--image-size 112] [--stored-format png]
-    python benchmarks/teacher_throughput.py --compare-clients [--in-flight 256]
+    python benchmarks/teacher_throughput.py --compare-clients [--in-flight 256] [--clients curation.backends.http ...]
 
 A fake OpenAI-compatible endpoint (`tests/support/fake_openai.py`, its own process) answers every
 chat request after a fixed latency, with no concurrency limit of its own. For each in-flight
@@ -204,6 +204,8 @@ async def measure_client(kind: str, base_url: str, in_flight: int, n: int, body:
 
 # ----------------------------------------------------------------------------- main
 
+CLIENTS = ("curation.backends.http", "aiohttp (bare)", "httpx2", "openai (default)", "openai (aiohttp)")
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -213,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=112, help="side of the stored images (112: on the grid)")
     parser.add_argument("--stored-format", choices=("png", "jpeg"), default="png")
     parser.add_argument("--compare-clients", action="store_true")
+    parser.add_argument("--clients", nargs="+", default=list(CLIENTS), choices=CLIENTS,
+                        help="with --compare-clients: which clients (default: all)")
+    parser.add_argument("--repeat", type=int, default=1, help="with --compare-clients: rows per client, interleaved")
     args = parser.parse_args(argv)
     in_flights = args.in_flight or ([256] if args.compare_clients else [64, 256, 1024])
 
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.compare_clients:
             body = fixed_body(make_images(1)[0])
             print(f"{'client':>18} {'in flight':>9} {'req/s':>8} {'ideal':>8} {'ratio':>6} {'client CPU/req':>15}")
-            for kind in ("curation.backends.http", "aiohttp (bare)", "httpx2", "openai (default)", "openai (aiohttp)"):
+            for kind in [k for _ in range(args.repeat) for k in args.clients]:
                 for in_flight in in_flights:
                     r = asyncio.run(measure_client(kind, base_url, in_flight, args.requests, body))
                     rate, ideal = args.requests / r["wall"], in_flight / args.latency

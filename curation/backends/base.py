@@ -3,9 +3,10 @@
 A backend knows which model (id, revision) and which settings it runs, for lineage; checks at
 start-up that it can work (`check()` raises `BackendUnavailable` with one sentence a user can
 act on); and does I/O. It does not cache, does not decide what to compute, and knows nothing
-about modes or schemas. Retries and timeouts for HTTP backends live in `curation/http.py`.
+about modes or schemas. Retries and timeouts for HTTP backends live in `curation/backends/http.py`.
 
-Sample-level failures come back as `Reject` values. Exceptions are for a broken run only.
+Sample-level failures come back as `Reject` values. Exceptions are for a broken run only
+(`BackendUnavailable` at start-up, `BackendFailed` during the run).
 """
 
 from __future__ import annotations
@@ -23,6 +24,18 @@ from curation.core.records import Reject
 
 class BackendUnavailable(RuntimeError):
     """The backend cannot work at all (server down, weights missing, package not installed)."""
+
+
+class BackendFailed(BackendUnavailable):
+    """The backend stopped working during the run, for every sample alike, so the run must stop.
+
+    A server that refuses this configuration (a wrong model, an unknown parameter, a refused key, a
+    wrong path), a server gone for good, an engine that died (vLLM's `EngineDeadError`, a CUDA
+    error). Raised from a backend call, it propagates through the stage and the executor: the
+    request that raised it gets no result in the store, results finished before stay there, and
+    `curation.run` prints the one-sentence message and exits with status 2. Once the cause is
+    fixed, the same command computes what is missing. A failure of one sample only is a `Reject`.
+    """
 
 
 class Backend(ABC):
@@ -125,7 +138,9 @@ class ImprovingThinkingRequest:
 @dataclass(frozen=True)
 class TeacherOutput:
     text: str
-    lineage: dict[str, Any] = field(default_factory=dict)  # tokens, latency, attempts, template version …
+    #: What determines the text: template version, finish reason, the image sizes the model saw.
+    #: Never wall-clock or per-run values (latency, HTTP attempts, tokens): those go to `summary()`.
+    lineage: dict[str, Any] = field(default_factory=dict)
 
 
 class Teacher(Backend):
@@ -152,6 +167,7 @@ class GenerateRequest:
 @dataclass(frozen=True)
 class GeneratedImage:
     image: bytes | Image.Image  # encoded bytes as returned by a server, or a PIL image to encode once
+    #: What determines the image (seed, size …); never latency or attempts (those go to `summary()`).
     lineage: dict[str, Any] = field(default_factory=dict)
     #: The model's own first thinking, when it wrote one (BAGEL think mode).
     thinking: str | None = None

@@ -1,23 +1,35 @@
-"""The one HTTP layer of every HTTP backend: a pooled aiohttp session, time-outs, retries.
+"""The one HTTP layer of every HTTP backend: a pooled aiohttp session, time-outs, retries, failure classes.
 
     client = HttpClient(HttpSettings(base_url="http://host:8000/v1", api_key_env="VLLM_API_KEY"),
                         max_connections=backend.concurrency)
-    data = await client.post_json("/chat/completions", payload)   # a dict, or RequestFailed
+    data = await client.post_json("/chat/completions", payload)   # a dict, RequestFailed or ServerRefused
     await client.aclose()
 
 Contract (stable; the image-generator backends rely on it):
 - One `aiohttp.ClientSession` per client, created on first use inside the running event loop, with
   at most `max_connections` pooled keep-alive connections (give it the backend's `concurrency`).
 - Every attempt has `timeout_s` in total (connect, send, wait, read).
-- Retried, with exponential backoff and jitter: 429 (waiting at least its `Retry-After`), 408, any
-  5xx, time-outs, refused/reset/dropped connections, and bodies that are not a JSON object.
-  Not retried: every other 4xx — the request itself is wrong and would fail again.
-- After the last attempt, `RequestFailed(reason, detail, transient)` is raised; a backend turns it
-  into `Reject(stage, reason, detail, transient)`. `transient` is True for the retried kinds, so
-  the next run tries those samples again. `RequestStats`, when passed, gets attempts and latency.
-- When `give_up_after` requests in a row have failed that way, `ServerGone` (a
-  `BackendUnavailable`) is raised instead: the run stops, rather than rejecting every remaining
-  sample one backoff at a time, and the same command resumes it later.
+- Every failure falls in one of three classes, decided from the status code and the structured
+  fields of the error body (OpenAI's and vLLM's `{"error": {"message", "type", "param", "code"}}`,
+  vLLM's older flat `{"object": "error", ...}`), never from the wording of a message:
+  - **transient**: 429 (waiting at least its `Retry-After`), 408, any 5xx, time-outs,
+    refused/reset/dropped connections, bodies that are not a JSON object. Retried with exponential
+    backoff and jitter; after the last attempt `RequestFailed(reason, detail, transient=True)`, which
+    a backend turns into a transient `Reject` that the next run tries again.
+  - **sample-specific**: the server refuses this request for what it holds: its prompt and images
+    do not fit the context (vLLM: 400 with `param` `input_tokens` or `max_tokens`; OpenAI: `code`
+    `context_length_exceeded`; any 413) → `request_too_long`; a safety system refuses it (OpenAI:
+    `code` `content_policy_violation` or `moderation_blocked`) → `content_policy`. Not retried;
+    `RequestFailed(reason, detail, transient=False)`, a reject that is kept.
+  - **configuration**: every other 4xx — a refused key (401/403), a wrong path or model (404), a
+    parameter the server does not take (400/422), an exhausted quota (429 `insufficient_quota`).
+    Every request would fail alike, so `ServerRefused` (a `BackendFailed`) is raised: the run stops
+    with one sentence that quotes the server's message, and nothing is stored for the request.
+- When `give_up_after` requests in a row have failed transiently after all their attempts,
+  `ServerGone` (a `BackendFailed`) is raised instead: the run stops, rather than rejecting every
+  remaining sample one backoff at a time, and the same command resumes it later.
+- Per-run accounting (requests, attempts, seconds) is kept on the client (`client.accounting`) for the
+  backends' `summary()`, which the manifest records; nothing per request reaches a row's lineage.
 - `DataURI` values in a payload (images) are written into the JSON body without re-escaping.
 - The API key is read once from the environment variable named by `api_key_env` and sent as a
   bearer token. It is never logged, never part of an error message, never in a backend identity.
@@ -27,29 +39,43 @@ against a 0.2 s fixed-latency endpoint, 256 requests in flight, one image part e
 (`python benchmarks/teacher_throughput.py --compare-clients`):
 
     client                      share of the ideal rate   client CPU per request
-    curation.backends.http (this)        0.89                      0.54 ms
+    curation.backends.http               0.89                      0.54 ms   (first attempt outside tenacity)
     aiohttp, bare               0.86                      0.49 ms
     httpx2 AsyncClient          0.24                      3.2 ms
     openai SDK, default         0.13                      6.0 ms
     openai SDK, aiohttp         0.22                      3.5 ms
 
-The SDK's cost is its request transformation and response models, not only its transport. The
-first attempt runs outside tenacity, whose bookkeeping costs ~50-80 µs a call: retries are rare,
-so tenacity only runs once a first attempt has failed. uvloop was tried and did not help: the
-client's time goes into aiohttp's request machinery, not the event loop.
+The SDK's cost is its request transformation and response models, not only its transport.
+uvloop was tried and did not help: the client's time goes into aiohttp's request machinery, not
+the event loop.
+
+Every attempt, the first included, runs in one tenacity retry loop. Until this version the first
+attempt ran outside tenacity for speed; measured against that, interleaved, on the project's
+2-core machine while other work ran on it, 4,096 requests at 256 in flight
+(`python benchmarks/teacher_throughput.py --compare-clients --clients curation.backends.http`):
+
+                                      client CPU per request            share of the ideal rate
+                                      load 8-11 (4 runs)  load ~3.7 (2)  load ~3.7 (2 runs)
+    first attempt outside tenacity    0.174-0.191 ms      0.188-0.244 ms  0.92-0.94
+    one tenacity loop (this)          0.303-0.343 ms      0.306-0.308 ms  0.88 (0.43 in a run disturbed by other work)
+
+The loop costs ~0.13 ms of client CPU per request (setting up `AsyncRetrying` and its attempt
+context per call). One client core then tops out near 3,000 requests/s rather than 5,000; a
+Qwen2.5-VL server answers tens per second, so the difference never shows in a run, and the one
+loop is kept for its simpler code (one place decides what is retried, one path to test).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import email.utils
 import json
 import os
 import random
 import secrets
 import time
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +83,7 @@ import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from yarl import URL
 
-from curation.backends.base import BackendUnavailable
+from curation.backends.base import BackendFailed, BackendUnavailable
 
 
 @dataclass(frozen=True)
@@ -79,12 +105,80 @@ class HttpSettings:
             raise ValueError(f"timeout_s must be positive, not {self.timeout_s}")
 
 
+@dataclass(frozen=True)
+class ServerError:
+    """An HTTP error answer: its status and the structured fields of its body, when it has them."""
+
+    status: int
+    message: str  # the server's own words (or the start of a body that is not the usual shape)
+    type: str | None = None
+    param: str | None = None
+    code: str | int | None = None
+
+    @classmethod
+    def parse(cls, status: int, body: bytes) -> "ServerError":
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            # OpenAI and current vLLM nest the fields under "error"; vLLM before 0.11 put them at the
+            # top level ({"object": "error", ...}); FastAPI's own errors (a 404 route, a 422) say "detail".
+            fields = doc["error"] if isinstance(doc.get("error"), dict) else doc
+            message = fields.get("message", fields.get("detail", doc.get("detail")))
+            if message is not None:
+                def text(value: Any) -> str | None:
+                    return value if isinstance(value, str) else None
+
+                code = fields.get("code")
+                return cls(status, message if isinstance(message, str) else json.dumps(message)[:_DETAIL_CHARS],
+                           text(fields.get("type")), text(fields.get("param")),
+                           code if isinstance(code, (str, int)) and not isinstance(code, bool) else None)
+        return cls(status, body[:_DETAIL_CHARS].decode("utf-8", "replace"))
+
+    def describe(self) -> str:
+        """`HTTP 400 (BadRequestError, param input_tokens): <message>` — for rejects and errors."""
+        fields = ", ".join(f"{name} {value}" if name != "type" else str(value)
+                           for name, value in (("type", self.type), ("param", self.param), ("code", self.code))
+                           if value is not None and not (name == "code" and value == self.status))
+        message = " ".join(self.message[:_DETAIL_CHARS].split())  # one line, whatever the server wrote
+        return f"HTTP {self.status}{f' ({fields})' if fields else ''}: {message}"
+
+
+# Sample-specific refusals, by the structured field that says so. vLLM's OpenAI server answers a
+# prompt over --max-model-len with 400 and param "input_tokens" (the prompt alone is too long) or
+# "max_tokens" (prompt + max_tokens is); OpenAI with code "context_length_exceeded".
+TOO_LONG_PARAMS = frozenset({"input_tokens", "max_tokens", "max_completion_tokens"})
+TOO_LONG_CODES = frozenset({"context_length_exceeded"})
+POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
+# 429s that waiting does not cure: the account's quota is spent (OpenAI).
+NOT_TRANSIENT_429_CODES = frozenset({"insufficient_quota"})
+
+
+def sample_refusal(error: ServerError) -> str | None:
+    """The reject reason when the server refuses this request for what it holds, else None."""
+    if error.status == 413 or error.code in TOO_LONG_CODES or (error.status == 400 and error.param in TOO_LONG_PARAMS):
+        return "request_too_long"
+    if error.status == 400 and error.code in POLICY_CODES:
+        return "content_policy"
+    return None
+
+
+def transient_reason(error: ServerError) -> str | None:
+    """`rate_limited` or `server_error` when waiting and retrying may help, else None."""
+    if error.status == 429:
+        return None if error.code in NOT_TRANSIENT_429_CODES else "rate_limited"
+    if error.status >= 500 or error.status == 408:
+        return "server_error"
+    return None
+
+
 class RequestFailed(Exception):
-    """A request that did not succeed after its last attempt (or that must not be retried).
+    """A request that failed for this sample: after its last attempt (transient), or for good.
 
     `reason` is one of: timeout, connection_error, rate_limited, server_error, malformed_response
-    (all transient: retried, and tried again by the next run), or http_error (another 4xx: not
-    retried, not transient). `status` is the last HTTP status, when there was a response.
+    (transient: retried, and tried again by the next run), or request_too_long, content_policy
+    (sample-specific: not retried, kept). `status` is the last HTTP status, when there was one.
     """
 
     def __init__(self, reason: str, detail: str, transient: bool, *, status: int | None = None):
@@ -95,7 +189,19 @@ class RequestFailed(Exception):
         self.status = status
 
 
-class ServerGone(BackendUnavailable):
+class ServerRefused(BackendFailed):
+    """The server refuses requests as this run makes them (configuration): the run stops.
+
+    `error` holds the status and the server's structured fields, for callers that say more
+    (the start-up probe turns a 401 into "set the key variable").
+    """
+
+    def __init__(self, message: str, error: ServerError):
+        super().__init__(message)
+        self.error = error
+
+
+class ServerGone(BackendFailed):
     """`give_up_after` requests in a row failed after all their attempts: the server is gone.
 
     Raised instead of yet another `RequestFailed`, so the run stops (a broken run) rather than
@@ -110,10 +216,27 @@ class ApiKeyMissing(RuntimeError):
 
 @dataclass
 class RequestStats:
-    """Filled by `post_json`/`get_json` when passed: for per-row accounting."""
+    """Filled by `post_json`/`get_json` when passed: one call's attempts and seconds (tests, benchmarks)."""
 
     attempts: int = 0
     latency_s: float = 0.0  # the whole call, waits between attempts included
+
+
+@dataclass
+class HttpAccounting:
+    """What a client did over a run, for its backend's `summary()` (the manifest's run.backends)."""
+
+    requests: int = 0  # calls made (each one or more attempts)
+    attempts: int = 0
+    failed: int = 0  # calls that failed transiently after their last attempt
+    refused: int = 0  # calls the server refused for their sample
+    seconds: float = 0.0  # summed over calls, waits between attempts included
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"http_requests": self.requests, "http_attempts": self.attempts,
+                "http_retries": self.attempts - self.requests, "http_failed": self.failed,
+                "http_refused": self.refused,
+                "mean_latency_s": round(self.seconds / self.requests, 3) if self.requests else None}
 
 
 class _Retryable(Exception):
@@ -212,6 +335,7 @@ class HttpClient:
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, URL] = {}
         self._failures_in_a_row = 0
+        self.accounting = HttpAccounting()
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"HttpClient({self._base!r})"
@@ -255,25 +379,11 @@ class HttpClient:
     async def _call(self, method: str, path: str, body: bytes | None, stats: RequestStats | None) -> dict:
         started = time.perf_counter()
         url = self._url(path)
-        attempts = 1
-        try:
-            # The first attempt runs outside tenacity: it is the hot path, and almost always the last.
-            data = await self._attempt(method, url, body)
-            self._failures_in_a_row = 0
-            return data
-        except _Retryable as failure:
-            last = failure
-            if self.settings.max_attempts == 1:
-                raise self._failed(last, attempts, method, path) from None
-        finally:
-            if stats is not None:
-                stats.attempts, stats.latency_s = attempts, time.perf_counter() - started
-
-        await asyncio.sleep(self._delay(1, last))
+        attempts = 0
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.max_attempts - 1),
-            wait=lambda state: self._delay(state.attempt_number + 1, state.outcome.exception()),
-            retry=retry_if_exception_type(_Retryable),
+            stop=stop_after_attempt(self.settings.max_attempts),
+            wait=lambda state: self._delay(state.attempt_number, state.outcome.exception()),
+            retry=retry_if_exception_type(_Retryable),  # RequestFailed and ServerRefused end the call at once
             reraise=True,
         )
         try:
@@ -281,14 +391,22 @@ class HttpClient:
                 with attempt:
                     attempts += 1
                     data = await self._attempt(method, url, body)
-                    self._failures_in_a_row = 0
-                    return data
         except _Retryable as failure:
+            self.accounting.failed += 1
             raise self._failed(failure, attempts, method, path) from None
+        except RequestFailed:
+            self.accounting.refused += 1
+            self._failures_in_a_row = 0  # the server answered: it is there
+            raise
         finally:
+            elapsed = time.perf_counter() - started
+            self.accounting.requests += 1
+            self.accounting.attempts += attempts
+            self.accounting.seconds += elapsed
             if stats is not None:
-                stats.attempts, stats.latency_s = attempts, time.perf_counter() - started
-        raise AssertionError("unreachable: tenacity either returns, or reraises the last failure")
+                stats.attempts, stats.latency_s = attempts, elapsed
+        self._failures_in_a_row = 0
+        return data
 
     async def _attempt(self, method: str, url: URL, body: bytes | None) -> dict:
         try:
@@ -304,14 +422,18 @@ class HttpClient:
             raise _Retryable("connection_error", f"{type(exc).__name__}: {exc}") from None
 
         if status >= 400:
-            excerpt = data[:_DETAIL_CHARS].decode("utf-8", "replace")
-            detail = f"HTTP {status}: {excerpt}"
-            if status == 429:
-                raise _Retryable("rate_limited", detail, retry_after_seconds(retry_after), status)
-            if status >= 500 or status == 408:
-                raise _Retryable("server_error", detail, retry_after_seconds(retry_after), status)
-            raise RequestFailed("http_error", f"{method} {url.path}: {detail} (not retried)", transient=False,
-                                status=status)
+            error = ServerError.parse(status, data)
+            reason = transient_reason(error)
+            if reason is not None:
+                raise _Retryable(reason, error.describe(), retry_after_seconds(retry_after), status)
+            reason = sample_refusal(error)
+            if reason is not None:
+                raise RequestFailed(reason, f"{method} {url.path}: {error.describe()} (not retried)", transient=False,
+                                    status=status)
+            raise ServerRefused(f"the server at {self._base} refused {method} {url.path} with {error.describe()}; "
+                                "every request of this run would fail alike, so it stops: fix the configuration "
+                                "or the server and run the same command again (nothing was stored for the "
+                                "refused request)", error)
         try:
             parsed = json.loads(data)
         except ValueError as exc:
@@ -351,27 +473,32 @@ async def served_models(settings: HttpSettings, *, group: str, serve_hint: str, 
     client = HttpClient(dataclasses.replace(settings, max_attempts=1, timeout_s=timeout_s), max_connections=1)
     try:
         listing = await client.get_json("/models")
-    except RequestFailed as exc:
+    except (RequestFailed, ServerRefused) as exc:
         raise BackendUnavailable(_probe_failure(exc, settings, group, serve_hint, timeout_s)) from None
     finally:
         await client.aclose()
     return [m["id"] for m in listing.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
 
-def _probe_failure(exc: RequestFailed, settings: HttpSettings, group: str, serve_hint: str, timeout_s: float) -> str:
+def _probe_failure(exc: RequestFailed | ServerRefused, settings: HttpSettings, group: str, serve_hint: str,
+                   timeout_s: float) -> str:
     base_url = settings.base_url.rstrip("/")
+    if isinstance(exc, ServerRefused):
+        status = exc.error.status
+        if status in (401, 403):
+            key = settings.api_key_env
+            hint = (f"set the environment variable {key} to the server's key" if key else
+                    f"name the environment variable holding the key in {group}.api_key_env")
+            return f"the server at {base_url} refused the request (HTTP {status}): {hint}"
+        if status == 404:
+            return (f"{base_url}/models does not exist (HTTP 404): {group}.base_url must be the API root "
+                    "of an OpenAI-compatible server, usually ending in /v1")
+        return (f"the server at {base_url} is not usable as an OpenAI-compatible API: GET /models gave "
+                f"{exc.error.describe()}")
     if exc.reason == "connection_error":
         return f"no server answers at {base_url} ({exc.detail}): start one ({serve_hint}) or fix {group}.base_url"
     if exc.reason == "timeout":
         return (f"the server at {base_url} did not answer GET /models within {timeout_s:g} s: "
                 f"check that it has finished loading, or raise {group}.check_timeout_s")
-    if exc.status in (401, 403):
-        key = settings.api_key_env
-        hint = (f"set the environment variable {key} to the server's key" if key else
-                f"name the environment variable holding the key in {group}.api_key_env")
-        return f"the server at {base_url} refused the request (HTTP {exc.status}): {hint}"
-    if exc.status == 404:
-        return (f"{base_url}/models does not exist (HTTP 404): {group}.base_url must be the API root "
-                "of an OpenAI-compatible server, usually ending in /v1")
     return f"the server at {base_url} is not usable as an OpenAI-compatible API: GET /models gave {exc}"
 

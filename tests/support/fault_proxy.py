@@ -10,7 +10,7 @@ it. A plan is a function `Call -> Fault | None`; `Call.attempt` counts earlier r
 same method, path and body, so a plan can say "the first two attempts of each request fail" and
 the outcome stays the same whatever order concurrent requests arrive in.
 
-Faults: `Status(code, retry_after=None)` answers with that status; `Hang(seconds)` answers only
+Faults: `Status(code, retry_after=None, error=None)` answers with that status (and that error object); `Hang(seconds)` answers only
 after `seconds` (longer than the client's time-out); `Reset()` drops the connection without an
 answer; `Garbled()` answers bytes that are not HTTP; `MalformedJSON()` answers 200 with a cut-off
 JSON body; `Rewrite(name, fn)` forwards and
@@ -57,6 +57,8 @@ class Fault:
 class Status(Fault):
     code: int
     retry_after: float | None = None
+    #: The body's error object (default `{"message": "injected <code>"}`); vLLM's has message, type, param, code.
+    error: dict | None = None
 
     @property
     def name(self) -> str:
@@ -64,7 +66,8 @@ class Status(Fault):
 
     async def respond(self, request, forward):
         headers = {"Retry-After": f"{self.retry_after:g}"} if self.retry_after is not None else {}
-        return web.json_response({"error": {"message": f"injected {self.code}"}}, status=self.code, headers=headers)
+        error = self.error if self.error is not None else {"message": f"injected {self.code}"}
+        return web.json_response({"error": error}, status=self.code, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,42 @@ def per_body(faults: list[Fault], *, when: Callable[[Call], bool] = lambda call:
         if call.path.endswith(path) and when(call) and call.attempt < len(faults):
             return faults[call.attempt]
         return None
+    return plan
+
+
+def at_rate(rate: float, faults: list[Fault], *, path: str = "/chat/completions",
+            seed: str = "") -> Callable[[Call], Fault | None]:
+    """Each attempt of each matching request fails with probability `rate`, with one of `faults`.
+
+    Drawn from a hash of the request and its attempt number, not from a random generator: a run
+    sees the same faults whatever order its concurrent requests arrive in, and a request that
+    failed is not doomed to fail again (its next attempt draws anew).
+    """
+    def plan(call: Call) -> Fault | None:
+        if not call.path.endswith(path):
+            return None
+        draw = int(hashlib.sha256(f"{seed}:{call.key}:{call.attempt}".encode()).hexdigest()[:12], 16)
+        if draw % 10_000 >= rate * 10_000:
+            return None
+        return faults[(draw // 10_000) % len(faults)]
+    return plan
+
+
+def one_in(n: int, faults: list[Fault], *, path: str = "/chat/completions") -> Callable[[Call], Fault | None]:
+    """Every `n`-th distinct request, in arrival order, fails its first attempt with the next of `faults`.
+
+    For bodies that differ from session to session (a model named by its temporary folder), where
+    a hash-drawn plan could happen to fault nothing: this one faults exactly one request in `n`.
+    """
+    turns: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def plan(call: Call) -> Fault | None:
+        if not call.path.endswith(path) or call.attempt:
+            return None
+        with lock:
+            turn = turns.setdefault(call.key, len(turns))
+        return faults[(turn // n) % len(faults)] if turn % n == n - 1 else None
     return plan
 
 

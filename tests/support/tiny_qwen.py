@@ -3,7 +3,9 @@
 The tokenizer is a byte-level BPE trained here on a few sentences (so any text round-trips), with
 Qwen's special tokens; the image processor is the real Qwen2-VL one, so images are cut into
 14×14 patches and merged 2×2 exactly as in the full model (one token per 28×28 pixels). Weights
-are random: the model writes gibberish, which is what the tests need to see rejected.
+are random: the model writes gibberish, which is what the tests need to see rejected — unless
+`train_to_write_thinkings` overfits it, in seconds, to answer every teacher request with one fixed
+valid thinking of the right kind (what a test of accepted rows through a real server needs).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ CORPUS = [
 ] * 4
 
 
-def train_tokenizer(vocab_size: int = 400):
+def train_tokenizer(vocab_size: int = 400, corpus: list[str] = CORPUS):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -46,21 +48,30 @@ def train_tokenizer(vocab_size: int = 400):
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(CORPUS, trainer=trainer)
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
     return tokenizer
 
 
-def build_tiny_qwen25_vl(folder: Path, *, seed: int = 0) -> Path:
-    """Write config, random weights, tokenizer and processor to `folder`; returns it."""
+def build_tiny_qwen25_vl(folder: Path, *, seed: int = 0, corpus: list[str] = CORPUS, vocab_size: int = 400,
+                         phrases: tuple[str, ...] = ()) -> Path:
+    """Write config, random weights, tokenizer and processor to `folder`; returns it.
+
+    `phrases` become tokens of their own (plain text, not special): a model can then write each
+    of them in one step.
+    """
     import torch
     from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
                               Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    raw = train_tokenizer()
+    raw = train_tokenizer(vocab_size, corpus)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                         additional_special_tokens=SPECIAL_TOKENS[1:])
+    if phrases:
+        from tokenizers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(p, special=False, normalized=False) for p in phrases])
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
 
     hidden = 32
@@ -91,4 +102,114 @@ def build_tiny_qwen25_vl(folder: Path, *, seed: int = 0) -> Path:
     processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                     video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
     processor.save_pretrained(folder)
+    return folder
+
+
+# ----------------------------------------------------------------------------- a tiny model that writes valid thinkings
+
+# One valid thinking of each kind (curation/core/thinking_checks.py): tags, length, the improving
+# thinking's opening paragraph and three headed sections in order, no leak of the target image.
+INITIAL_ANSWER = ("<think>\nPlace the main subject in the centre of the frame, light it softly from the left, "
+                  "keep the background plain and the colours bright, then add fine texture.\n</think>")
+IMPROVING_ANSWER = ("<think>\nThe current picture is dim and its main subject sits too far to the left.\n"
+                    "### Detailed Explanation of Required Improvements:\nThe subject should be centred and "
+                    "lit brightly, with crisper textures.\n### Step-by-Step Modification Guidance:\n"
+                    "1. Move the subject to the centre. 2. Brighten the light. 3. Sharpen the textures.\n"
+                    "### Final Comprehensive Prompt for the Improved Image:\nThe same scene with the subject "
+                    "centred, brightly lit and finely textured.\n</think>")
+
+
+def _requests(count: int, seed: int) -> list[tuple[str, list, list]]:
+    """`count` teacher requests of each kind, as the teacher sends them: (system, user parts, images)."""
+    import random
+
+    from PIL import Image
+
+    from curation.backends.teachers.prompting import load_template
+
+    rng = random.Random(seed)
+    initial = load_template("teacher_initial_thinking", placeholders={"prompt"}, images={"image"})
+    improving = load_template("teacher_improving_thinking", placeholders={"prompt", "initial_thinking"},
+                              images={"initial_image", "target_image"})
+    words = ("red", "blue", "green", "ball", "cube", "cone", "two", "three", "on a table", "in a field", "at dusk")
+    out = []
+    for _ in range(count):
+        prompt = "a photo of " + " ".join(rng.choice(words) for _ in range(rng.randint(3, 7)))
+
+        def picture():
+            return Image.new("RGB", (56, 56), tuple(rng.randrange(256) for _ in range(3)))
+
+        for template, values, kind in ((initial, {"prompt": prompt}, "initial"),
+                                       (improving, {"prompt": prompt, "initial_thinking": INITIAL_ANSWER}, "improving")):
+            parts = template.render(values)
+            out.append((template.system, parts, [picture() for kind_, _ in parts if kind_ == "image"], kind))
+    return out
+
+
+def build_thinking_tiny_qwen(folder: Path, *, steps: int = 200, seed: int = 0) -> Path:
+    """A tiny Qwen2.5-VL that, greedy, answers every initial-thinking request with INITIAL_ANSWER and
+    every improving-thinking request with IMPROVING_ANSWER: valid thinkings, through any server.
+
+    Cheap by construction, so a fixture can afford it on a 2-core CPU: each answer is one token of
+    its own (`phrases`), and the tokenizer is trained on the teacher's templates, so a request is a
+    few hundred tokens; the model is then overfitted (a few dozen Adam steps, seconds) to tell the
+    two templates apart and answer with the right token, then `<|im_end|>`.
+    """
+    import yaml
+
+    from curation.core.paths import templates_dir
+
+    corpus = list(CORPUS)
+    for name in ("teacher_initial_thinking", "teacher_improving_thinking"):
+        doc = yaml.safe_load((templates_dir() / f"{name}.yaml").read_text())
+        corpus += [doc["system"]] * 4 + [part["text"] for part in doc["user"] if "text" in part] * 4
+    build_tiny_qwen25_vl(folder, seed=seed, corpus=corpus, vocab_size=1500,
+                         phrases=(INITIAL_ANSWER, IMPROVING_ANSWER))
+    return train_to_write_thinkings(folder, steps=steps, seed=seed)
+
+
+def train_to_write_thinkings(folder: Path, *, steps: int = 400, seed: int = 0) -> Path:
+    """Overfit the tiny model in `folder` so that, greedy, it answers every initial-thinking request
+    with INITIAL_ANSWER and every improving-thinking request with IMPROVING_ANSWER.
+
+    The two requests differ in their templates (and in one image against two), which is all the
+    model has to tell apart; the answer is then recalled token by token. A few hundred Adam steps
+    on a handful of requests of each kind take seconds on a CPU. Saved in place.
+    """
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(folder)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
+    eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    batches = []
+    for system, parts, pictures, kind in _requests(2, seed):
+        content = [{"type": "text", "text": value} if part == "text" else {"type": "image"} for part, value in parts]
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        inputs = processor(text=[text], images=pictures, return_tensors="pt")
+        answer = processor.tokenizer(INITIAL_ANSWER if kind == "initial" else IMPROVING_ANSWER,
+                                     return_tensors="pt").input_ids
+        answer = torch.cat([answer, torch.tensor([[eos]])], dim=1)
+        prompt_len = inputs["input_ids"].shape[1]
+        ids = torch.cat([inputs["input_ids"], answer], dim=1)
+        labels = torch.full_like(ids, -100)
+        labels[:, prompt_len:] = answer
+        batch = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+        for name, value in inputs.items():  # per-token side inputs (mm_token_type_ids): the answer is text, 0
+            if name not in ("input_ids", "attention_mask") and value.dim() == 2 and value.shape[1] == prompt_len:
+                batch[name] = torch.cat([value, torch.zeros_like(answer)], dim=1)
+        batches.append(batch)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    model.train()
+    for step in range(steps):
+        loss = model(**batches[step % len(batches)]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % len(batches) == len(batches) - 1 and loss.item() < 1e-2:
+            break
+    model.eval()
+    model.save_pretrained(folder)
     return folder

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.aio_server import ServerThread
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.tiny_qwen import build_tiny_qwen25_vl
+from tests.support.tiny_qwen import build_thinking_tiny_qwen, build_tiny_qwen25_vl
 from tests.support.transformers_serve import transformers_serve
 
 
@@ -31,3 +31,11 @@ def served_tiny_qwen(tiny_qwen) -> Iterator[str]:
     """`transformers serve` of the tiny model: its URL without /v1 (the model name is the folder)."""
     with transformers_serve(tiny_qwen) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def served_thinking_qwen(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """`transformers serve` of a tiny Qwen2.5-VL overfitted to write valid thinkings: (URL without /v1, folder)."""
+    folder = build_thinking_tiny_qwen(tmp_path_factory.mktemp("thinking-qwen25-vl"))
+    with transformers_serve(folder) as url:
+        yield url, folder

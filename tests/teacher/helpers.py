@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from tests.support.fake_openai import MODEL
-
-# Lineage values that differ between two runs of the same work (wall clock, retries).
-ACCOUNTING = ("latency_s", "attempts")
 
 
 def server_teacher(url: str, model: str = MODEL, *, timeout_s: float = 5.0, max_attempts: int = 5) -> list[str]:
@@ -21,16 +20,22 @@ def server_teacher(url: str, model: str = MODEL, *, timeout_s: float = 5.0, max_
 
 
 def rows(out: Path, mode: str) -> list[dict]:
-    """The mode's rows, lineage parsed and stripped of per-run accounting."""
-    found = []
-    for path in sorted((out / "data" / mode).glob("*.parquet")):
-        for row in pq.read_table(path).to_pylist():
-            lineage = json.loads(row["lineage"])
-            for stage in lineage["stages"].values():
-                for key in ACCOUNTING:
-                    stage.pop(key, None)
-            found.append({**row, "lineage": lineage})
-    return found
+    """The mode's rows, whole, lineage parsed."""
+    return [{**row, "lineage": json.loads(row["lineage"])}
+            for path in sorted((out / "data" / mode).glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+
+
+def shard_bytes(out: Path) -> dict[str, str]:
+    """sha256 of every file a dataset publishes as data (shards and rejects), by relative path."""
+    files = sorted((out / "data").rglob("*.parquet")) + sorted((out / "rejects").rglob("*.parquet"))
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def stored_rejects(cache: Path) -> list[dict]:
+    """Every reject the store holds as a stage's result (what a later run would reuse)."""
+    with sqlite3.connect(cache / "store.sqlite") as db:
+        values = [json.loads(value) for (value,) in db.execute("SELECT value FROM results")]
+    return [v for v in values if v.get("reject")]
 
 
 def rejects(out: Path, mode: str) -> list[dict]:

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from curation.backends.http import (ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats, dumps,
-                           retry_after_seconds)
+from curation.backends.http import (ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats,
+                                   ServerError, ServerRefused, dumps, retry_after_seconds)
 from tests.support.aio_server import ServerThread
 from tests.support.fake_openai import MODEL, FakeOpenAI
 from tests.support.fault_proxy import (FaultProxy, Garbled, Hang, MalformedJSON, Reset, Status, empty_content,
@@ -24,13 +24,13 @@ def settings(url: str, **overrides) -> HttpSettings:
     return HttpSettings(**{**values, **overrides})
 
 
-def post(url: str, body: dict = BODY, **overrides) -> tuple[dict | RequestFailed, RequestStats]:
+def post(url: str, body: dict = BODY, **overrides) -> tuple[dict | RequestFailed | ServerRefused, RequestStats]:
     async def go():
         client = HttpClient(settings(url, **overrides))
         stats = RequestStats()
         try:
             return await client.post_json("/chat/completions", body, stats=stats), stats
-        except RequestFailed as exc:
+        except (RequestFailed, ServerRefused) as exc:
             return exc, stats
         finally:
             await client.aclose()
@@ -65,16 +65,75 @@ def test_after_the_last_attempt_the_failure_is_transient_and_named(fake, fault, 
     assert "(3 attempts)" in failure.detail
 
 
-def test_other_client_errors_are_not_retried(fake):
+# vLLM's own error bodies (vllm/entrypoints/openai: ErrorResponse{error: {message, type, param, code}}) and
+# OpenAI's ({error: {message, type, param, code}} with string codes).
+TOO_LONG_VLLM = {"message": "This model's maximum context length is 16384 tokens. However, your request has 17000 "
+                            "input tokens. Please reduce the length of the input messages.",
+                 "type": "BadRequestError", "param": "input_tokens", "code": 400}
+TOO_LONG_WITH_ANSWER = {"message": "'max_tokens' or 'max_completion_tokens' is too large: 2048.",
+                        "type": "BadRequestError", "param": "max_tokens", "code": 400}
+TOO_LONG_OPENAI = {"message": "This model's maximum context length is 128000 tokens.", "type": "invalid_request_error",
+                   "param": "messages", "code": "context_length_exceeded"}
+POLICY_OPENAI = {"message": "Your request was rejected as a result of our safety system.",
+                 "type": "invalid_request_error", "param": None, "code": "content_policy_violation"}
+
+
+@pytest.mark.parametrize("fault,reason", [
+    (Status(400, error=TOO_LONG_VLLM), "request_too_long"),
+    (Status(400, error=TOO_LONG_WITH_ANSWER), "request_too_long"),
+    (Status(400, error=TOO_LONG_OPENAI), "request_too_long"),
+    (Status(413), "request_too_long"),
+    (Status(400, error=POLICY_OPENAI), "content_policy"),
+], ids=["vllm_input_tokens", "vllm_max_tokens", "openai_context_length", "payload_too_large", "content_policy"])
+def test_a_request_refused_for_its_sample_is_a_named_failure_not_retried(fake, fault, reason):
     _, url = fake
-    with FaultProxy(url, per_body([Status(400), Status(400)])) as proxy:
+    with FaultProxy(url, per_body([fault] * 3)) as proxy:
         failure, stats = post(proxy.url)
     assert isinstance(failure, RequestFailed)
-    assert (failure.reason, failure.transient, failure.status) == ("http_error", False, 400)
-    assert stats.attempts == 1 and len(proxy.log) == 1
-    # A 404 from the server itself (unknown model) is not retried either.
+    assert (failure.reason, failure.transient, failure.status, stats.attempts) == (reason, False, fault.code, 1)
+    assert len(proxy.log) == 1
+    if fault.error:
+        assert fault.error["message"][:40] in failure.detail  # the server's words reach the reject
+
+
+@pytest.mark.parametrize("fault", [
+    Status(400),  # no structured cause: an unknown parameter, a bad value
+    Status(400, error={"message": "[{'type': 'missing', 'loc': ('body', 'messages')}]", "type": "BadRequestError",
+                       "param": None, "code": 400}),
+    Status(401, error={"message": "Unauthorized"}),
+    Status(403),
+    Status(422),
+    Status(429, error={"message": "You exceeded your current quota.", "type": "insufficient_quota",
+                       "param": None, "code": "insufficient_quota"}),
+], ids=["bare_400", "validation_400", "401", "403", "422", "quota_429"])
+def test_a_request_refused_for_the_configuration_stops_with_the_servers_words(fake, fault):
+    _, url = fake
+    with FaultProxy(url, per_body([fault] * 3)) as proxy:
+        failure, stats = post(proxy.url)
+    assert isinstance(failure, ServerRefused) and failure.error.status == fault.code
+    assert stats.attempts == 1 and len(proxy.log) == 1  # not retried: every attempt would fail alike
+    message = str(failure)
+    assert f"HTTP {fault.code}" in message and "\n" not in message and "fix the configuration" in message
+    assert (fault.error or {"message": f"injected {fault.code}"})["message"][:20] in message
+
+
+def test_an_unknown_model_on_the_server_is_a_configuration_failure(fake):
+    _, url = fake
     failure, stats = post(url, {**BODY, "model": "no/such-model"})
-    assert (failure.reason, failure.status, stats.attempts) == ("http_error", 404, 1)
+    assert isinstance(failure, ServerRefused) and (failure.error.status, stats.attempts) == (404, 1)
+    assert "no/such-model" in str(failure)
+
+
+def test_error_bodies_are_read_in_every_shape_servers_use():
+    nested = ServerError.parse(400, json.dumps({"error": TOO_LONG_VLLM}).encode())
+    assert (nested.type, nested.param, nested.code) == ("BadRequestError", "input_tokens", 400)
+    assert nested.describe().startswith("HTTP 400 (BadRequestError, param input_tokens): This model's maximum")
+    flat = ServerError.parse(400, json.dumps({"object": "error", **TOO_LONG_VLLM}).encode())  # vLLM before 0.11
+    assert flat.param == "input_tokens"
+    fastapi = ServerError.parse(404, b'{"detail":"Not Found"}')
+    assert (fastapi.message, fastapi.type) == ("Not Found", None)
+    html = ServerError.parse(502, b"<html>bad gateway\n</html>")
+    assert html.message.startswith("<html>bad gateway") and "\n" not in html.describe()
 
 
 def test_content_faults_pass_through_the_http_layer_untouched(fake):
@@ -118,8 +177,8 @@ def test_the_api_key_comes_from_the_named_variable_and_never_shows(monkeypatch):
         with pytest.raises(ApiKeyMissing, match="IRGL_TEST_KEY"):
             HttpClient(settings(server.url, api_key_env="IRGL_TEST_KEY"))
 
-        failure, _ = post(server.url)  # no key configured: the server refuses, not retried
-        assert (failure.reason, failure.status) == ("http_error", 401)
+        failure, _ = post(server.url)  # no key configured: the server refuses, not retried, the run would stop
+        assert isinstance(failure, ServerRefused) and failure.error.status == 401
 
         monkeypatch.setenv("IRGL_TEST_KEY", secret)
         answer, _ = post(server.url, api_key_env="IRGL_TEST_KEY")
@@ -128,7 +187,7 @@ def test_the_api_key_comes_from_the_named_variable_and_never_shows(monkeypatch):
         monkeypatch.setenv("IRGL_TEST_KEY", "sk-wrong-" + secret)
         failure, _ = post(server.url, api_key_env="IRGL_TEST_KEY")
         client = HttpClient(settings(server.url, api_key_env="IRGL_TEST_KEY"))
-    for text in (str(failure), failure.detail, repr(client), repr(client.settings)):
+    for text in (str(failure), failure.error.message, repr(client), repr(client.settings)):
         assert secret not in text
 
 

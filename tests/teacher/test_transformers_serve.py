@@ -32,7 +32,7 @@ def test_images_reach_the_served_model_at_the_budgeted_size(served_tiny_qwen, ti
             await backend.aclose()
             return output
 
-        return asyncio.run(go()).lineage
+        return {**asyncio.run(go()).lineage, **backend.summary()}  # lineage, and the run's accounting (one call)
 
     small, large = prompt_tokens(50176), prompt_tokens(200704)
     assert small["image_sizes"] == ["224x224"] and large["image_sizes"] == ["448x448"]

@@ -28,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
+from curation.backends.base import BackendFailed, BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
 from curation.backends.generators.bagel_guidance import BagelGuidance
 from curation.backends.generators.diffusers_pipeline import config_digest, first_line
 from curation.core.records import Reject
@@ -66,6 +66,7 @@ class BagelInProcess(ImageGenerator):
         self._inferencer = None
         self._torch = None
         self._lock = threading.Lock()  # one model: one generation at a time
+        self._dead: str | None = None  # set once the GPU failed: why the run stops
 
     def hyperparameters(self) -> dict[str, Any]:
         """The keyword arguments of `InterleaveInferencer.__call__` (image size comes per request)."""
@@ -186,6 +187,12 @@ class BagelInProcess(ImageGenerator):
 
     # ------------------------------------------------------------------ work
 
+    def _engine_failures(self) -> tuple[type[BaseException], ...]:
+        """The exception types that mean the GPU, not the prompt, failed."""
+        torch = self._torch
+        return tuple(t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch, "AcceleratorError", None))
+                     if isinstance(t, type))
+
     async def generate(self, request: GenerateRequest) -> GeneratedImage | Reject:
         if self._inferencer is None:
             raise BackendUnavailable("BAGEL is not loaded: check() must run before generate()")
@@ -194,13 +201,25 @@ class BagelInProcess(ImageGenerator):
     def _generate(self, request: GenerateRequest) -> GeneratedImage | Reject:
         torch = self._torch
         with self._lock:
+            if self._dead is not None:  # a CUDA error leaves the context unusable: every later call fails too
+                raise BackendFailed(self._dead)
             # The inferencer takes no seed: seed every generator it may draw from, per request.
             random.seed(request.seed)
             importlib.import_module("numpy").random.seed(request.seed)
             torch.manual_seed(request.seed)
             torch.cuda.manual_seed_all(request.seed)
-            result = self._inferencer(text=request.prompt, image_shapes=(request.height, request.width),
-                                      **self.hyperparameters())
+            try:
+                result = self._inferencer(text=request.prompt, image_shapes=(request.height, request.width),
+                                          **self.hyperparameters())
+            except self._engine_failures() as exc:
+                # Out of GPU memory at a fixed image size, or a CUDA/accelerator error: no sample
+                # would fare better, so the run stops (nothing is stored for this one).
+                self._dead = (f"in-process BAGEL failed on the GPU ({type(exc).__name__}: {first_line(exc)}): "
+                              "the run stops; fix the cause (memory, driver) and run the same command again")
+                raise BackendFailed(self._dead) from exc
+            except Exception as exc:  # noqa: BLE001 — this prompt's own failure (tokenizer, shapes …): its sample only
+                return Reject(self.role, "generation_error", f"BAGEL failed on this prompt: "
+                                                                  f"{type(exc).__name__}: {first_line(exc)}")
         image = result.get("image")
         if image is None:
             return Reject(self.role, "no_image", "BAGEL returned no image for this prompt")

@@ -21,11 +21,17 @@ take is refused when the backend is built, with one sentence naming the fields i
 start-up, so results of different models never share a cache key. Knobs in `params` left `null`
 are not sent (the server's default applies).
 
-All HTTP goes through `curation.backends.http` (pooled connections, time-outs, retries). A request that
-still fails after its last attempt becomes a `Reject` with the client's reason; `transient`
-rejects are tried again by the next run. Returned bytes are checked to decode and then kept as
-they are (never re-encoded). `HttpImageGenerator` is the part every HTTP image backend shares
-(the probe, the request, the image checks); `bagel_omni` is the same thing with a chat-shaped request.
+All HTTP goes through `curation.backends.http` (pooled connections, time-outs, retries, failure
+classes): a request that still fails after its last attempt becomes a transient `Reject` (tried
+again by the next run); one the server refuses for its prompt (a safety system: `content_policy`)
+a kept reject; one it refuses for the configuration (a wrong model, an unknown parameter, a
+refused key) stops the run with the server's message. Attempts and latency go to `summary()`.
+Returned bytes are checked to decode and then kept as they are (never re-encoded).
+
+`check()` asks `GET /models` once before any work and names what is wrong in one sentence: no
+server, wrong URL, refused key, or a model the server does not serve. `HttpImageGenerator` is
+the part every HTTP image backend shares (that probe, the request, the image checks);
+`bagel_omni` is the same thing with a chat-shaped request.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Any, Mapping
 
 from curation.core import images
 from curation.backends.base import BackendUnavailable, GeneratedImage, GenerateRequest, ImageGenerator
-from curation.backends.http import ApiKeyMissing, HttpClient, HttpSettings, RequestFailed, RequestStats, served_models
+from curation.backends.http import ApiKeyMissing, HttpClient, HttpSettings, RequestFailed, served_models
 from curation.core.config import redact_text
 from curation.core.records import Reject
 
@@ -109,10 +115,10 @@ class HttpImageGenerator(ImageGenerator):
                                      f"{self.model!r}: set {self.group}.model to one of those")
 
     async def generate(self, request: GenerateRequest) -> GeneratedImage | Reject:
-        stats = RequestStats()
+        # A configuration refusal (ServerRefused) or a server gone (ServerGone) propagates: the run stops.
         try:
-            response = await self.client.post_json(self.path, self.payload(request), stats=stats)
-        except RequestFailed as exc:
+            response = await self.client.post_json(self.path, self.payload(request))
+        except RequestFailed as exc:  # transient after the last attempt, or refused for this prompt
             return Reject(self.role, exc.reason, exc.detail, transient=exc.transient)
         data = self.image_from(response)
         if isinstance(data, Reject):
@@ -121,10 +127,13 @@ class HttpImageGenerator(ImageGenerator):
             ref = await asyncio.to_thread(images.probe, data)  # decoding a 1024² image: off the event loop
         except images.ImageDecodeError as exc:
             return Reject(self.role, "undecodable_image", f"the server's image does not decode: {exc}")
-        lineage = {"seed": request.seed, "attempts": stats.attempts, "latency_s": round(stats.latency_s, 3)}
+        lineage = {"seed": request.seed}  # attempts and latency are per-run accounting: summary()
         if (ref.width, ref.height) != (request.width, request.height):
             lineage["returned_size"] = [ref.width, ref.height]
         return GeneratedImage(image=data, lineage=lineage)
+
+    def summary(self) -> dict[str, Any]:
+        return self.client.accounting.as_dict()
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -7,7 +7,9 @@ image goes into a message and how a completion comes back. Everything else lives
   backend identity, so into every result key, and into each row's lineage);
 - the image budget: Qwen2.5-VL spends about one token per 28×28 pixels, so every image is resized
   to at most `max_pixels`, with sides on the 28-pixel grid (the server then has nothing to resize);
-- the accounting per call (tokens, latency, attempts) and the mapping of failures to rejects.
+- the accounting over the run (calls, tokens, seconds), for `summary()` and so the manifest — never
+  in a row's lineage, which holds only what determines the text, so that two runs against the same
+  deterministic server write the same bytes.
 """
 
 from __future__ import annotations
@@ -166,6 +168,13 @@ class Sampling:
     top_p: float = 0.9
     max_tokens: int = 2048
 
+    def __post_init__(self):
+        # Checked here, before any request: a server would refuse every request alike (and vLLM
+        # names `max_tokens` in its refusal, the field it also names for a prompt that is too long).
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_tokens < 1:
+            raise BackendUnavailable(f"teacher.sampling needs temperature >= 0, 0 < top_p <= 1 and max_tokens >= 1; "
+                                     f"got {asdict(self)}")
+
 
 @dataclass
 class Completion:
@@ -173,10 +182,9 @@ class Completion:
 
     text: str
     finish_reason: str | None
-    prompt_tokens: int | None = None
+    prompt_tokens: int | None = None  # accounting only (summary), not lineage
     completion_tokens: int | None = None
-    attempts: int = 1
-    notes: dict[str, Any] = field(default_factory=dict)  # backend-specific lineage (image sizes …)
+    notes: dict[str, Any] = field(default_factory=dict)  # backend-specific lineage: what the model saw (image sizes …)
 
 
 # ----------------------------------------------------------------------------- the shared flow
@@ -244,8 +252,7 @@ class ChatTeacher(Teacher):
 
     async def _ask(self, stage: str, template: Template, values: dict[str, str], images: dict[str, ImageInput],
                    seed: int) -> TeacherOutput | Reject:
-        started = time.perf_counter()
-        self._first_call = self._first_call or started
+        self._first_call = self._first_call or time.perf_counter()
         # Each image is prepared (resized, encoded) once per request, however often the request is retried.
         prepared = {name: await self.prepare_image(image) for name, image in images.items()}
         parts = [(kind, prepared[value] if kind == "image" else value) for kind, value in template.render(values)]
@@ -256,9 +263,9 @@ class ChatTeacher(Teacher):
             return result
         self.prompt_tokens += result.prompt_tokens or 0
         self.completion_tokens += result.completion_tokens or 0
-        lineage = {"template": template.tag, "finish_reason": result.finish_reason,
-                   "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                   "latency_s": round(self._last_done - started, 3), "attempts": result.attempts, **result.notes}
+        # Only what determines the text: two runs against the same deterministic server must write
+        # the same bytes, so latency, attempts and tokens stay in `summary()`.
+        lineage = {"template": template.tag, "finish_reason": result.finish_reason, **result.notes}
         return TeacherOutput(text=TeacherText(result.text, result.finish_reason), lineage=lineage)
 
     def summary(self) -> dict[str, Any]:
@@ -267,4 +274,9 @@ class ChatTeacher(Teacher):
         return {"calls": self.calls, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "wall_s": round(wall, 3),
                 "completion_tokens_per_s": round(self.completion_tokens / wall, 2) if wall > 0 else None,
-                "calls_per_teacher_hour": round(self.calls * 3600 / wall, 1) if wall > 0 else None}
+                "calls_per_teacher_hour": round(self.calls * 3600 / wall, 1) if wall > 0 else None,
+                **self.backend_summary()}
+
+    def backend_summary(self) -> dict[str, Any]:
+        """More per-run accounting of a subclass (a server teacher: its HTTP attempts and retries)."""
+        return {}

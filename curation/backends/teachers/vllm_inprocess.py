@@ -1,4 +1,4 @@
-"""`teacher=vllm`: the vLLM engine in this process, fed in batches (one node, no server).
+"""`teacher=vllm`: vLLM's asynchronous engine in this process (one node, no server).
 
     python -m curation.run recipe=improving_full teacher=vllm teacher.model=Qwen/Qwen2.5-VL-7B-Instruct
 
@@ -7,22 +7,39 @@ backend is built; without it, building fails with one sentence naming the fix. `
 the engine (minutes for a 7B model), so a wrong model name or too little GPU memory is reported
 before any work.
 
-The executor hands requests over one at a time (each `async` call is one sample); a batcher
-collects the calls that arrive while the engine is busy and hands them to one `LLM.chat` call,
-which vLLM schedules with continuous batching. Images go in as PIL images (`image_pil` parts),
-already within the pixel budget. Sampling uses `SamplingParams` with the per-sample seed, and
-structured output, when configured, the current `structured_outputs=StructuredOutputsParams(...)`
-(the `guided_*` parameters were removed in vLLM 0.12). If a batch fails, each request is retried
-alone, so one bad request (say, a prompt over `max_model_len`) rejects only its own sample.
+Continuous batching: each thinking is one `AsyncLLM.generate(prompt, params, request_id)` call,
+an async generator that vLLM's scheduler admits into the running batch at its next step, however
+many requests are already decoding, and that ends when this request's answer does. A request that
+finishes leaves its slot to the next arrival at once; nothing waits for the longest answer of a
+batch (`benchmarks/vllm_batching.py` measures the difference against the lock-step way on a
+stand-in engine). The executor keeps `teacher.concurrency` requests in flight; the engine runs up
+to `teacher.engine.max_num_seqs` of them at a time.
+
+The prompt is the model's own chat template, rendered by its processor (`AutoProcessor`, as
+vLLM's examples do for Qwen2.5-VL), with the images passed as PIL images in `multi_modal_data`,
+already within the pixel budget. Sampling uses `SamplingParams` with the per-sample seed, only the
+final output (`RequestOutputKind.FINAL_ONLY`), and structured output, when configured, the current
+`structured_outputs=StructuredOutputsParams(...)` (the `guided_*` parameters were removed in 0.12).
+
+Failures, one behaviour per class (docs/teacher.md):
+- `EngineDeadError` (the engine core died: a CUDA error, a crashed worker): `BackendFailed`, the run
+  stops; nothing is stored for the request, and the same command resumes once the cause is fixed.
+- a request the engine refuses for what it holds (`VLLMValidationError`, a `ValueError` before
+  vLLM 0.13: a prompt longer than `max_model_len`, an image over the encoder cache): a kept
+  `request_refused` reject of that sample alone, quoting the engine.
+- `EngineGenerateError` (vLLM's "unexpected error in generate, recoverable"): a transient
+  `engine_error` reject, tried again by the next run.
+Sampling settings are turned into `SamplingParams` once in `check()`, so a bad value stops the
+run before any work rather than refusing every request.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+import itertools
+from dataclasses import dataclass
 from typing import Any, Mapping
 
-from curation.backends.base import BackendUnavailable
+from curation.backends.base import BackendFailed, BackendUnavailable
 from curation.backends.teachers.prompting import ChatTeacher, Completion, Sampling
 from curation.core.records import Reject
 
@@ -30,50 +47,86 @@ MISSING_VLLM = ("teacher=vllm needs the vllm package, which is not installed her
                 "`pip install 'irgl-curation[vllm]'`, or start `vllm serve` elsewhere and use teacher=vllm_server")
 
 
-def import_vllm():
-    """The vllm module, or BackendUnavailable with the fix."""
+@dataclass(frozen=True)
+class VllmApi:
+    """The parts of vLLM this backend speaks, found once at build time."""
+
+    AsyncLLM: Any  # vllm.v1.engine.async_llm.AsyncLLM
+    AsyncEngineArgs: Any
+    SamplingParams: Any
+    StructuredOutputsParams: Any
+    FINAL_ONLY: Any  # RequestOutputKind.FINAL_ONLY
+    engine_dead: type[BaseException]  # EngineDeadError
+    generate_failed: type[BaseException]  # EngineGenerateError
+    refused: tuple[type[BaseException], ...]  # what vLLM raises for a request it will not take
+    version: str
+
+
+def import_vllm() -> VllmApi:
+    """vLLM's asynchronous engine API, or BackendUnavailable with the fix."""
     try:
         import vllm
-        import vllm.sampling_params
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.v1.engine.async_llm import AsyncLLM
+        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
     except ImportError as exc:
         raise BackendUnavailable(f"{MISSING_VLLM} ({exc})") from None
-    if not hasattr(vllm.sampling_params, "StructuredOutputsParams"):  # the API this backend speaks
-        raise BackendUnavailable(f"teacher=vllm needs vLLM >= 0.12, found {getattr(vllm, '__version__', '?')}: "
-                                 "pip install -U 'irgl-curation[vllm]'")
-    return vllm
+    version = getattr(vllm, "__version__", "?")
+    try:  # the API this backend speaks: structured outputs arrived in 0.12, with the guided_* removal
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:
+        raise BackendUnavailable(f"teacher=vllm needs vLLM >= 0.12, found {version}: "
+                                 "pip install -U 'irgl-curation[vllm]'") from None
+    refused: set[type[BaseException]] = {ValueError}  # request validation before vLLM 0.13
+    try:
+        from vllm import exceptions  # 0.13+: VLLMClientError, the base of every "bad request" error
+    except ImportError:
+        exceptions = None
+    refused.add(getattr(exceptions, "VLLMClientError", None) or getattr(exceptions, "VLLMValidationError", ValueError))
+    return VllmApi(AsyncLLM=AsyncLLM, AsyncEngineArgs=AsyncEngineArgs, SamplingParams=SamplingParams,
+                   StructuredOutputsParams=StructuredOutputsParams, FINAL_ONLY=RequestOutputKind.FINAL_ONLY,
+                   engine_dead=EngineDeadError, generate_failed=EngineGenerateError, refused=tuple(refused),
+                   version=version)
 
 
-def build_conversation(system: str, parts: list[tuple[str, Any]]) -> list[dict]:
-    """OpenAI-style messages for `LLM.chat`, images as `image_pil` parts (no encoding needed)."""
-    content = [{"type": "text", "text": value} if kind == "text" else {"type": "image_pil", "image_pil": value}
-               for kind, value in parts]
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+def load_processor(model: str, revision: str | None) -> Any:
+    """The model's processor, for its chat template (vLLM has already fetched the files)."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(model, revision=revision)
+
+
+def build_conversation(system: str, parts: list[tuple[str, Any]]) -> tuple[list[dict], list[Any]]:
+    """Chat messages for the processor's template (images as placeholders) and the images, in order."""
+    content, pictures = [], []
+    for kind, value in parts:
+        if kind == "text":
+            content.append({"type": "text", "text": value})
+        else:
+            content.append({"type": "image"})
+            pictures.append(value)
+    messages = ([{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []) + \
+               [{"role": "user", "content": content}]
+    return messages, pictures
 
 
 def sampling_kwargs(sampling: Sampling, seed: int, extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for `vllm.SamplingParams` (structured outputs are added by the caller)."""
+    """Keyword arguments for `vllm.SamplingParams` (structured outputs and output kind are added by the caller)."""
     return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
             "seed": seed, **extra}
 
 
 def parse_output(output: Any) -> Completion:
-    """A `Completion` from one `vllm.RequestOutput` (first sample)."""
+    """A `Completion` from one final `vllm.RequestOutput` (first sample)."""
     sample = output.outputs[0]
     return Completion(text=sample.text, finish_reason=sample.finish_reason,
                       prompt_tokens=len(output.prompt_token_ids or []), completion_tokens=len(sample.token_ids))
 
 
-@dataclass
-class _Pending:
-    conversation: list[dict]
-    params: Any  # vllm.SamplingParams
-    future: asyncio.Future = field(repr=False)
-    stage: str = ""
-
-
 class VllmTeacher(ChatTeacher):
     def __init__(self, model: str, *, revision: str | None = None, engine: Mapping[str, Any] | None = None,
-                 concurrency: int = 256, max_batch: int = 256, sampling: Mapping[str, Any],
+                 concurrency: int = 256, sampling: Mapping[str, Any],
                  sampling_extra: Mapping[str, Any] | None = None, structured_outputs: Mapping[str, Any] | None = None,
                  max_pixels: int, min_pixels: int, pixel_multiple: int, templates: Mapping[str, str]):
         super().__init__(templates=templates, sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
@@ -83,13 +136,11 @@ class VllmTeacher(ChatTeacher):
         self.revision = revision
         self.engine_args = dict(engine or {})
         self.concurrency = int(concurrency)
-        self.max_batch = int(max_batch)
         self.sampling_extra = dict(sampling_extra or {})
         self.structured_outputs = dict(structured_outputs) if structured_outputs else None
-        self._llm = None
-        self._queue: list[_Pending] = []
-        self._wake: asyncio.Event | None = None
-        self._runner: asyncio.Task | None = None
+        self._engine = None
+        self._processor = None
+        self._request_ids = itertools.count()
 
     def model_identity(self) -> tuple[str, str]:
         return self.model, self.revision or "unpinned"
@@ -103,65 +154,60 @@ class VllmTeacher(ChatTeacher):
     # ------------------------------------------------------------------ engine
 
     def check(self) -> None:
+        try:
+            self.params(seed=0)  # a bad sampling value fails here, once, not on every request
+        except (TypeError, ValueError) as exc:
+            raise BackendUnavailable(f"teacher=vllm: vLLM refuses the sampling settings: {exc}") from None
         self._start_engine()
 
     def _start_engine(self) -> None:
-        if self._llm is not None:
+        if self._engine is not None:
             return
         try:
-            self._llm = self.vllm.LLM(model=self.model, revision=self.revision, **self.engine_args)
+            args = self.vllm.AsyncEngineArgs(model=self.model, revision=self.revision, **self.engine_args)
+            self._engine = self.vllm.AsyncLLM.from_engine_args(args)
+            if self._processor is None:
+                self._processor = load_processor(self.model, self.revision)
         except Exception as exc:  # vLLM raises many types (ValueError, RuntimeError, OSError, CUDA errors)
             raise BackendUnavailable(f"vLLM could not start {self.model}: {type(exc).__name__}: {exc}") from None
 
     def params(self, seed: int) -> Any:
         kwargs = sampling_kwargs(self.sampling, seed, self.sampling_extra)
         if self.structured_outputs:
-            from vllm.sampling_params import StructuredOutputsParams
+            kwargs["structured_outputs"] = self.vllm.StructuredOutputsParams(**self.structured_outputs)
+        # Only the finished answer: per-token outputs would cost Python work on every decode step.
+        return self.vllm.SamplingParams(output_kind=self.vllm.FINAL_ONLY, **kwargs)
 
-            kwargs["structured_outputs"] = StructuredOutputsParams(**self.structured_outputs)
-        return self.vllm.SamplingParams(**kwargs)
+    def prompt(self, system: str, parts: list[tuple[str, Any]]) -> dict[str, Any]:
+        """The engine prompt: the chat template's text and the images it shows, in order."""
+        messages, pictures = build_conversation(system, parts)
+        text = self._processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return {"prompt": text, "multi_modal_data": {"image": pictures}} if pictures else {"prompt": text}
 
-    # ------------------------------------------------------------------ one chat, batched
+    # ------------------------------------------------------------------ one chat, continuously batched
 
     async def complete(self, system: str, parts: list[tuple[str, Any]], seed: int, stage: str) -> Completion | Reject:
         self._start_engine()  # normally done by check(); a failure here is a broken run, so it raises
-        if self._runner is None:
-            self._wake = asyncio.Event()
-            self._runner = asyncio.create_task(self._run_batches(), name="vllm-teacher-batches")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(build_conversation(system, parts), self.params(seed), future, stage))
-        self._wake.set()
-        return await future
-
-    async def _run_batches(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                # Everything that arrived while the engine was busy goes into the next call.
-                batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-                await self._run_batch(batch)
-
-    async def _run_batch(self, batch: list[_Pending]) -> None:
+        request_id = f"{stage}-{next(self._request_ids)}"
+        prompt, params = self.prompt(system, parts), self.params(seed)  # our own errors stay errors
+        final = None
         try:
-            outputs = await asyncio.to_thread(self._chat, batch)
-        except Exception as exc:  # noqa: BLE001 — vLLM raises many types for a request it refuses
-            if len(batch) > 1:  # find the request that broke the batch: each one alone
-                for pending in batch:
-                    await self._run_batch([pending])
-                return
-            # Transient: an engine hiccup and a refused request look alike here; the next run
-            # tries again, and a request that is really too long costs one more refusal.
-            outputs = [Reject(batch[0].stage, "engine_error", f"{type(exc).__name__}: {exc}", transient=True)]
-        for pending, output in zip(batch, outputs):
-            if not pending.future.done():  # a cancelled sample's future is already done
-                pending.future.set_result(output if isinstance(output, Reject) else parse_output(output))
-
-    def _chat(self, batch: list[_Pending]) -> list[Any]:
-        return self._llm.chat([p.conversation for p in batch], [p.params for p in batch], use_tqdm=False)
+            async for output in self._engine.generate(prompt, params, request_id):
+                final = output  # FINAL_ONLY: one output, the finished answer
+        except self.vllm.engine_dead as exc:
+            raise BackendFailed(f"the vLLM engine running {self.model} died ({type(exc).__name__}: {exc}): the run "
+                                "stops; finished results are kept, and the same command resumes once the cause "
+                                "(GPU memory, driver, a crashed worker) is fixed") from exc
+        except self.vllm.refused as exc:  # this request's prompt or images: its sample alone
+            return Reject(stage, "request_refused", f"vLLM refused the request: {type(exc).__name__}: {exc}")
+        except self.vllm.generate_failed as exc:
+            cause = exc.__cause__ or exc
+            return Reject(stage, "engine_error", f"{type(cause).__name__}: {cause}", transient=True)
+        if final is None or not final.outputs:
+            return Reject(stage, "engine_error", "the engine ended the request without an answer", transient=True)
+        return parse_output(final)
 
     async def aclose(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            self._runner = None
-        self._llm = None  # frees the engine (and its GPU memory) once nothing else holds it
+        if self._engine is not None:
+            self._engine.shutdown()  # stops the engine core process and frees its GPU memory
+            self._engine = None

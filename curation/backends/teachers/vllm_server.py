@@ -10,9 +10,10 @@ goes as stored, bytes unchanged; any other is resized to the budget and JPEG-enc
 is prepared once per process, by content hash: the high-quality image goes to both teacher stages,
 and every resample sends its images again. `extra_body` adds server-specific fields (vLLM:
 `top_k`, `repetition_penalty`, `structured_outputs`, ...). All HTTP — pooling,
-time-outs, retries, the API key — goes through `curation.backends.http`. A request that still fails after
-its last attempt becomes a `Reject` with the client's reason, marked transient so the next run
-tries it again. `check()` asks `GET /models` before any work and names what is wrong in one
+time-outs, retries, the API key, failure classes — goes through `curation.backends.http`: a request
+that still fails after its last attempt becomes a transient `Reject` (the next run tries it again),
+one the server refuses for its sample (too long for the context) a kept `request_too_long` reject,
+and one it refuses for the configuration (a wrong model, parameter or key) stops the run. `check()` asks `GET /models` before any work and names what is wrong in one
 sentence: no server, wrong URL, refused key, or a model the server does not serve.
 """
 
@@ -29,7 +30,7 @@ from PIL import Image
 from curation.backends.base import BackendUnavailable, ImageInput
 from curation.backends.teachers.prompting import (INLINE_MAX_PIXELS, ChatTeacher, Completion, ImageBudget,
                                                   ImageEncoding, encode_image, fit_image, fitted_size)
-from curation.backends.http import ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats, served_models
+from curation.backends.http import ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, served_models
 from curation.core.records import Reject
 
 
@@ -115,18 +116,20 @@ class VllmServerTeacher(ChatTeacher):
                 "max_tokens": s.max_tokens, "seed": seed, **self.extra_body}
 
     async def complete(self, system: str, parts: list[tuple[str, Any]], seed: int, stage: str) -> Completion | Reject:
-        stats = RequestStats()
+        # A configuration refusal (ServerRefused) or a server gone (ServerGone) propagates: the run stops.
         try:
-            data = await self.client.post_json("/chat/completions", self.payload(system, parts, seed), stats=stats)
-        except RequestFailed as exc:
+            data = await self.client.post_json("/chat/completions", self.payload(system, parts, seed))
+        except RequestFailed as exc:  # transient after the last attempt, or refused for this sample
             return Reject(stage, exc.reason, exc.detail, transient=exc.transient)
         completion = parse_chat_response(data)
         if isinstance(completion, str):
             return Reject(stage, "malformed_response", completion, transient=True)
-        completion.attempts = stats.attempts
         sizes = [value[1] for kind, value in parts if kind == "image"]
         completion.notes["image_sizes"] = [f"{w}x{h}" for w, h in sizes]  # what the model saw
         return completion
+
+    def backend_summary(self) -> dict[str, Any]:
+        return self.client.accounting.as_dict()
 
     async def aclose(self) -> None:
         await self.client.aclose()
