@@ -10,9 +10,9 @@ same bytes. See docs/scale_out.md.
 
 Failures. A walker actor that dies is restarted by Ray Data and its batch retried: the results
 finished before the crash are read back from the store, so nothing is computed twice beyond the
-calls that were in flight, and outcomes are keyed by sample id, so no sample is counted twice. A
-broken run (a server gone for good) fails the batch on every retry; the driver then raises the
-walker's own error, and the same command resumes from the store.
+calls that were in flight, and outcomes are keyed by sample id, so no sample is counted twice. An
+error a walker raises (a backend that cannot run, a server gone for good) is not retried: it fails
+the run, the driver raises the walker's own error, and the same command resumes from the store.
 """
 
 from __future__ import annotations

@@ -72,8 +72,7 @@ class WalkerActor:
         if self.unavailable is not None:
             raise self.unavailable
         samples: list[Sample] = decode_batches(batch)
-        # A broken run (server gone) raises here, failing the batch: Ray retries it, then the driver
-        # reports the error itself.
+        # A broken run (server gone) raises here, failing the run: the driver reports the error itself.
         asyncio.run_coroutine_threadsafe(self._walk(samples), self.loop).result()
         with self._report_lock:  # counts read on this thread while the loop thread runs on
             self._reports += 1

@@ -159,15 +159,15 @@ def is_url(cache: str) -> bool:
     return "://" in cache
 
 
-def open_store(cache: str | os.PathLike, kind: str = "sqlite"):
-    """The store the config selects: `store=sqlite` (one machine) or `store=shared`.
+def open_store(cache: str | os.PathLike, kind: str = "sqlite") -> Store | SharedStore:
+    """The store the config selects: `executor.store=sqlite` (one machine) or `shared`.
 
     A `cache` that is a URL (`s3://...`, `gs://...`, `file://...`, `memory://...`) can only be
-    the shared store; a plain path is SQLite unless `store=shared` says it is a shared
-    filesystem (NFS, Lustre) that many machines mount.
+    the shared store; a plain path is SQLite unless `executor.store=shared` says it is a shared
+    filesystem (NFS, Lustre) that many machines mount (`executor=ray` says so itself).
     """
     if kind not in STORE_KINDS:
-        raise ConfigError(f"store={kind!r}: use one of {', '.join(STORE_KINDS)}")
+        raise ConfigError(f"executor.store={kind!r}: use one of {', '.join(STORE_KINDS)}")
     cache = str(cache)
     if kind == "shared" or is_url(cache):
         return SharedStore(cache)
