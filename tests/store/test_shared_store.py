@@ -15,6 +15,9 @@ from curation.build.store import Store
 from curation.core.config import ConfigError
 from curation.core.images import ImageRef
 from curation.core.records import Outcome, Reject, StageOutput
+from curation.publish import manifest
+from curation.run import main
+from tests.helpers import FAST, build, shard_digests
 from tests.store import writer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,3 +138,14 @@ def test_two_processes_writing_the_same_keys(tmp_path, url_kind):
         assert second["start"] < first["end"], f"{key} computed again after it was in the store"
     assert len(twice) <= 4, f"{len(twice)} of 40 keys computed twice: the writers should meet in the middle"
     assert not list((tmp_path / "c").rglob(".tmp-*"))
+
+
+def test_the_local_executor_on_the_shared_store_writes_the_same_bytes(tmp_path):
+    """`executor.store=shared` (a Slurm array on NFS) and a `file://` URL give SQLite's bytes."""
+    sqlite = build(tmp_path, "recipe=all", "n=6", out="a", cache="ca")
+    shared = build(tmp_path, "recipe=all", "n=6", "executor.store=shared", out="b", cache="cb")
+    assert (tmp_path / "cb" / "outcomes").is_dir() and not (tmp_path / "cb" / "store.sqlite").exists()
+    url = main([*FAST, "recipe=all", "n=6", f"out={tmp_path / 'c'}", f"cache=file://{tmp_path / 'cc'}"])
+    assert shard_digests(sqlite) == shard_digests(shared) == shard_digests(url)
+    again = build(tmp_path, "recipe=all", "n=6", "executor.store=shared", out="b", cache="cb")
+    assert manifest.read(again)["run"]["backend_calls"] == {}  # resumed from the shared store: nothing to call
