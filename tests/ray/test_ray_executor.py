@@ -6,6 +6,7 @@ One Ray session for the module (starting Ray costs seconds on 2 cores), declared
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import signal
@@ -31,6 +32,7 @@ from curation.core.config import load_config
 from curation.core.progress import Progress
 from curation.publish import manifest
 from tests.helpers import FAST, build, shard_digests
+from tests.support.fake_openai import MODEL, FakeOpenAI, serve
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = ["recipe=all", "n=12"]
@@ -159,3 +161,49 @@ def test_a_backend_that_cannot_run_is_one_sentence_from_the_actors(ray_session, 
     with pytest.raises(BackendUnavailable, match="no server answers at http://127.0.0.1:9/v1"):
         build(tmp_path, "recipe=initial_thinking", "n=2", "executor=ray", "teacher=vllm_server",
               "teacher.base_url=http://127.0.0.1:9/v1", "teacher.check_timeout_s=2")
+
+
+class _CountingEndpoint(FakeOpenAI):
+    """The fake teacher server, counting the chat requests it holds at once."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.open = self.peak = 0
+
+    def answer(self, method, path, headers, body):
+        status, data = super().answer(method, path, headers, body)
+        if data.get("object") == "chat.completion":
+            self.open += 1
+            self.peak = max(self.peak, self.open)
+        return status, data
+
+    def protocol(self):
+        endpoint = self
+
+        class Counting(type(super().protocol())):
+            def _respond(self, status, data, close):
+                if data.get("object") == "chat.completion":
+                    endpoint.open -= 1
+                super()._respond(status, data, close)
+
+        return Counting(self)
+
+
+def test_http_backends_keep_the_runs_limit_across_actors(ray_session, tmp_path):
+    """teacher.concurrency is the limit the server sees, whatever the number of actors."""
+    endpoint = _CountingEndpoint(latency_s=0.3, inspect_images=False)
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(serve(endpoint))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.sockets[0].getsockname()[1]
+        out = build(tmp_path, "recipe=initial_thinking", "n=24", "executor=ray", "executor.batch_size=4",
+                    "teacher=vllm_server", f"teacher.base_url=http://127.0.0.1:{port}/v1", f"teacher.model={MODEL}",
+                    "teacher.concurrency=4")
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+    calls = manifest.read(out)["run"]["backend_calls"]["initial_thinking"]
+    assert endpoint.requests == calls > 8
+    assert 3 <= endpoint.peak <= 4  # two actors, two each: the run's 4, not 4 per actor
