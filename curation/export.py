@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from omegaconf import OmegaConf
+
 from curation.core.config import load_config, wants_help
-from curation.publish.export import ExportError, USAGE, export_irg
+from curation.publish import trainer_config
+from curation.publish.export import USAGE, ExportError, export_irg
 
 
 def main(overrides: Sequence[str] | None = None) -> Path:
@@ -20,8 +23,25 @@ def main(overrides: Sequence[str] | None = None) -> Path:
     cfg = load_config("export", argv)
     if cfg.format != "irg":
         raise ExportError(f"format={cfg.format}: only `irg` (the official IRG SFT layout) is written")
-    return export_irg(Path(cfg.data), Path(cfg.out), row_group_rows=cfg.row_group_rows,
-                      rows_per_file=cfg.rows_per_file)
+    if int(cfg.gpus) < 1 or int(cfg.workers) < 1:
+        fail(f"gpus={cfg.gpus} workers={cfg.workers}: the launch needs at least one GPU and one worker")
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create the export folder out={out}: {exc.strerror or exc}")
+    infos = export_irg(Path(cfg.data), out, row_group_rows=int(cfg.row_group_rows),
+                       rows_per_file=int(cfg.rows_per_file), processes=int(cfg.processes) or None)
+    settings = {**OmegaConf.to_container(cfg.trainer, resolve=True), "gpus": int(cfg.gpus),
+                "workers": int(cfg.workers)}
+    folder = trainer_config.write(out, infos, settings)
+    print(f"exported to {out.resolve()}; official trainer configs in {folder.resolve()}", file=sys.stderr)
+    return out
+
+
+def fail(sentence: str) -> None:
+    print(f"error: {sentence}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

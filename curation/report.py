@@ -8,7 +8,7 @@ from typing import Sequence
 
 from curation.core.config import load_config, wants_help
 from curation.publish import manifest
-from curation.publish.report import Settings, USAGE, build
+from curation.publish.report import USAGE, Settings, build
 
 
 def main(overrides: Sequence[str] | None = None) -> Path:
@@ -19,13 +19,24 @@ def main(overrides: Sequence[str] | None = None) -> Path:
     cfg = load_config("report", argv)
     data = Path(cfg.data)
     if not (data / manifest.FILENAME).is_file():
-        print(f"error: {data} has no {manifest.FILENAME}: give data=<a folder written by curation.run>",
-              file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"{data} has no {manifest.FILENAME}: give data=<a folder written by curation.run>")
     out = Path(cfg.out) if cfg.out else data / "report"
-    index = build(data, out, Settings.from_config(cfg))
+    try:
+        settings = Settings.from_config(cfg)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create the report folder out={out}: {exc.strerror or exc}")
+    index = build(data, out, settings)
     print(index.resolve())
     return index
+
+
+def fail(sentence: str) -> None:
+    print(f"error: {sentence}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

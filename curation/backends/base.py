@@ -131,7 +131,7 @@ class ImprovingThinkingRequest:
     prompt: str
     initial_thinking: str
     initial_image: ImageInput
-    target_image: ImageInput  # seen by the teacher, never to be mentioned in its text
+    hq_image: ImageInput  # seen by the teacher, never to be mentioned in its text
     seed: int
 
 

@@ -9,7 +9,6 @@ the rows know and writes small PNG plots under `assets/` that the card links, so
 from __future__ import annotations
 
 import shutil
-import statistics
 from pathlib import Path
 
 import yaml
@@ -17,7 +16,7 @@ import yaml
 from curation.publish import emit
 
 from curation.core import schema
-from curation.publish.figures import STAGE_ROLES, Stats, collect, funnel, plots, stage_order
+from curation.publish.figures import SAVED, STAGE_ROLES, Stats, collect, funnel, plots, saved, stage_order
 
 OFFLINE_PREFIX = "offline-world/"
 ASSETS = "assets"
@@ -35,8 +34,13 @@ def configs_block(modes: list[str]) -> list[dict]:
     return [{"config_name": m, "data_files": [{"split": "train", "path": f"data/{m}/train-*"}]} for m in modes]
 
 
-def dataset_info_block(doc: dict) -> list[dict]:
-    """Per config: features (images included), rows and download size, in the Hub's card format.
+def dataset_info_block(doc: dict, split_bytes: dict[str, int] | None = None) -> list[dict]:
+    """Per config: features (images included), rows and sizes, in the Hub's card format.
+
+    `datasets` reads each split as `name`, `num_examples` and `num_bytes`, and warns on every load
+    when one is missing. `num_bytes` is the split's size as Arrow holds it: the uncompressed size
+    the Parquet footers record (`split_bytes`, read by `figures.collect`); without the shards at
+    hand it is 0, which `datasets` reads as "unknown".
 
     Besides telling the Hub the columns and sizes, this makes `datasets`' cache key depend on the
     data: `load_dataset(<folder>)` keys its cache on the folder name and the card header (configs
@@ -46,8 +50,10 @@ def dataset_info_block(doc: dict) -> list[dict]:
     return [{"config_name": mode,
              # schema types are named as the card's dtypes: "string" and "image"
              "features": [{"name": c.name, "dtype": c.type} for c in schema.load(mode).columns],
-             "splits": [{"name": "train", "num_examples": entry["accepted"]}],
-             "download_size": sum(s["bytes"] for s in entry["shards"])}
+             "splits": [{"name": "train", "num_bytes": int((split_bytes or {}).get(mode, 0)),
+                         "num_examples": entry["accepted"]}],
+             "download_size": sum(s["bytes"] for s in entry["shards"]),
+             "dataset_size": int((split_bytes or {}).get(mode, 0))}
             for mode, entry in doc["modes"].items()]
 
 
@@ -57,7 +63,7 @@ def dataset_info_block(doc: dict) -> list[dict]:
 def render(doc: dict, stats: Stats | None = None, assets: list[str] | tuple[str, ...] = ()) -> str:
     """The card text; `stats` and `assets` (file names under `assets/`) add what the rows say."""
     modes = list(doc["modes"])
-    header = {"configs": configs_block(modes), "dataset_info": dataset_info_block(doc), "license": "other",
+    header = {"configs": configs_block(modes), "dataset_info": dataset_info_block(doc, stats.split_bytes if stats else None), "license": "other",
               "task_categories": ["text-to-image"], "tags": ["irgl", "interleaved-reasoning", "synthetic"],
               "pretty_name": f"IRGL data ({doc['recipe']})"}
     lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
@@ -154,15 +160,17 @@ def _data_section(doc: dict, stats: Stats | None, assets) -> list[str]:
     if stats is None:
         return lines
     if stats.thinking_chars:
-        lines += ["## Thinking lengths", "", "Characters per thinking, each sample counted once:", "",
-                  "| thinking | samples | min | median | 95th pct | max |", "|---|---:|---:|---:|---:|---:|"]
-        for col, n in stats.thinking_chars.items():
-            q = sorted(n)
-            p95 = q[int(0.95 * (len(q) - 1))]
-            lines.append(f"| {col} | {len(q)} | {q[0]} | {int(statistics.median(q))} | {p95} | {q[-1]} |")
+        lines += ["## Thinking lengths", "", "Characters per thinking over every row of each mode:", "",
+                  "| thinking | mode | rows | min | median | 95th pct | max |", "|---|---|---:|---:|---:|---:|---:|"]
+        for col, by_mode in stats.thinking_chars.items():
+            for mode, h in by_mode.items():
+                if h.total:
+                    lines.append(f"| {col} | `{_short(mode)}` | {h.total} | {h.quantile(0):.0f} | "
+                                 f"{h.quantile(0.5):.0f} | {h.quantile(0.95):.0f} | {h.quantile(1):.0f} |")
         lines += [""] + _figure_line("thinking_lengths.png", assets, "thinking length histograms")
     if stats.image_sizes:
-        lines += ["## Image sizes", "", f"Distinct images in the first {stats.image_rows} rows of each mode:", "",
+        lines += ["## Image sizes", "", "Image sizes over every row (an image that several modes hold counts once "
+                  "per mode), the five most common per pipeline field:", "",
                   "| image (pipeline field) | size (w×h) | images |", "|---|---|---:|"]
         for col, sizes in stats.image_sizes.items():
             lines += [f"| {col} | {w}×{h} | {n} |" for (w, h), n in sizes.most_common(5)]
@@ -207,15 +215,21 @@ def _lineage_section(doc: dict, stats: Stats | None) -> list[str]:
     return lines
 
 
-def write(out: Path, doc: dict) -> None:
-    """The card and its plots: `assets/` is replaced whole, so no plot of an older run lingers."""
+def write(out: Path, doc: dict, *, workers: int | None = None) -> Stats:
+    """The card and its plots: `assets/` is replaced whole, so no plot of an older run lingers.
+
+    Reads every row once (`figures.collect`, bounded memory, `workers` processes) and returns
+    what it read, so a caller that also writes a report need not read the rows again.
+    """
     out = Path(out)
-    stats = collect(out, doc)
+    stats = collect(out, doc, workers=workers)
     pngs = plots(doc, stats)
     staging = out / f".staging-{ASSETS}"
     shutil.rmtree(staging, ignore_errors=True)  # left over from a killed run
     staging.mkdir(parents=True)
     for name, data in pngs.items():
         (staging / name).write_bytes(data)
+    (staging / SAVED).write_text(saved(out, doc, stats))  # the report reuses them while the shards are unchanged
     emit.replace_dir(staging, out / ASSETS)
     emit.write_file_atomic(out / "README.md", render(doc, stats, sorted(pngs)))
+    return stats

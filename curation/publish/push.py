@@ -7,10 +7,15 @@ Publish a built dataset to the Hugging Face Hub so that the Hub never shows half
 2. Upload the card, the manifest, every mode's shards, the rejects and the card's plots, and
    delete files under `data/`, `rejects/` and `assets/` that an earlier push left and this
    dataset no longer has (a stale shard would otherwise be read by `data/<mode>/train-*`).
+   Files the branch already holds with the same content are left out of the commit.
+   - First every large (LFS) file is hashed (`threads` threads: hashlib releases the GIL) and
+     preuploaded with huggingface_hub's own `HfApi.preupload_lfs_files` (`threads` concurrent
+     uploads), in batches with a progress line in bytes after each. LFS objects are addressed by
+     their sha256, and the Hub's LFS batch answer names the objects it already holds, which
+     huggingface_hub then does not send: so a push interrupted mid-upload and run again sends only
+     what never arrived.
    - Up to `max_files_per_commit` operations: ONE commit (`HfApi.create_commit`) whose parent is
      the branch head we listed, so a concurrent push makes it fail instead of mixing datasets.
-     The file contents are uploaded before the commit is created, and the Hub keeps content it
-     already has, so re-running after an interruption does not send finished files again.
    - More than that (the Hub recommends at most ~100 files per commit): a pull request against
      the branch, filled in batches, then merged. The branch changes once, at the merge. The PR
      title carries a hash of the planned upload; a re-run finds that open PR, skips the files it
@@ -25,24 +30,22 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import RepoFile
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from curation.publish import manifest
-from curation.core.config import load_config, wants_help
 from curation.publish.validate import CARD, REJECTS, ValidationFailed, validate
 
 REPO_TYPE = "dataset"
 #: Folders this tool owns on the Hub: files there that the dataset no longer has are deleted.
 MANAGED = ("data/", "rejects/", "assets/")
 USAGE = """usage: python -m curation.push data=<dataset dir> repo_id=<org/name> [private=true] [revision=<branch>]
-                                     [tag=<tag>] [dry_run=true]
+                                     [tag=<tag>] [dry_run=true] [threads=8] [workers=0]
   validates the dataset, then publishes it in one commit (see docs/publishing.md); dry_run=true only validates.
   The token comes from HF_TOKEN or `hf auth login`."""
 
@@ -58,6 +61,7 @@ class Published:
     files: int
     deleted: int
     commits: int  # commits sent: 1, or the pull request's batches (the branch still changes once)
+    unchanged: int = 0  # files the branch already held with the same content: not in the commit
 
 
 def dataset_files(data: Path) -> list[str]:
@@ -82,7 +86,7 @@ def check_token_absent(data: Path, files: list[str], token: str) -> None:
 
 def push(api: HfApi, data: Path, repo_id: str, *, private: bool = False, revision: str = "main",
          tag: str | None = None, commit_message: str | None = None, max_files_per_commit: int = 100,
-         workers: int | None = None) -> Published:
+         workers: int | None = None, threads: int = 8, progress=None) -> Published:
     data = Path(data)
     problems = validate(data, workers=workers)
     if problems:
@@ -101,9 +105,16 @@ def push(api: HfApi, data: Path, repo_id: str, *, private: bool = False, revisio
     head = branch_head(api, repo_id, revision)
     remote = {f.path: f for f in api.list_repo_tree(repo_id, revision=head, recursive=True, repo_type=REPO_TYPE)
               if isinstance(f, RepoFile)}
-    adds = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(data / name)) for name in files]
+    all_adds = hashed_operations(data, files, threads)
+    adds = [op for op in all_adds if not _already_there(remote.get(op.path_in_repo), op, data)]
     deletes = [CommitOperationDelete(path_in_repo=path) for path in sorted(remote)
                if path.startswith(MANAGED) and path not in set(files)]
+    if not adds and not deletes:
+        print(f"{repo_id}@{revision} already holds this dataset: nothing to commit", file=sys.stderr)
+        return Published(url=f"https://huggingface.co/datasets/{repo_id}/commit/{head}", revision=revision,
+                         files=0, deleted=0, commits=0, unchanged=len(all_adds))
+    preupload(api, repo_id, revision, adds, threads, create_pr=len(adds) + len(deletes) > max_files_per_commit,
+              progress=progress or _print_progress)
     if len(adds) + len(deletes) <= max_files_per_commit:
         info = api.create_commit(repo_id, operations=[*adds, *deletes], commit_message=message,
                                  repo_type=REPO_TYPE, revision=revision, parent_commit=head)
@@ -113,7 +124,41 @@ def push(api: HfApi, data: Path, repo_id: str, *, private: bool = False, revisio
                                                  max_files_per_commit)
     if tag:
         api.create_tag(repo_id, tag=tag, revision=branch_head(api, repo_id, revision), repo_type=REPO_TYPE)
-    return Published(url=url, revision=revision, files=len(adds), deleted=len(deletes), commits=commits)
+    return Published(url=url, revision=revision, files=len(adds), deleted=len(deletes), commits=commits,
+                     unchanged=len(all_adds) - len(adds))
+
+
+def hashed_operations(data: Path, files: list[str], threads: int) -> list[CommitOperationAdd]:
+    """One `CommitOperationAdd` per file; building one hashes the file (sha256), in `threads` threads."""
+    def make(name: str) -> CommitOperationAdd:
+        return CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(data / name))
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return list(pool.map(make, files))
+
+
+def _print_progress(done: int, total: int, files: int, of: int) -> None:
+    print(f"  preuploaded {done / 1e6:,.1f} of {total / 1e6:,.1f} MB ({files} of {of} files; the Hub skips "
+          "objects it already holds)", file=sys.stderr)
+
+
+def preupload(api: HfApi, repo_id: str, revision: str, adds: list[CommitOperationAdd], threads: int, *,
+              create_pr: bool, progress) -> None:
+    """Send the contents of `adds` before any commit, in batches of a few files per thread, reporting bytes.
+
+    huggingface_hub decides which files are LFS (the Hub's answer per path) and uploads those;
+    small files stay in the commit itself. Each batch that returns is on the Hub for good, so an
+    interruption loses at most the batch in flight.
+    """
+    total = sum(op.upload_info.size for op in adds)
+    batch = max(1, 4 * threads)
+    done = 0
+    for start in range(0, len(adds), batch):
+        part = adds[start:start + batch]
+        api.preupload_lfs_files(repo_id, additions=part, repo_type=REPO_TYPE, revision=revision,
+                                create_pr=create_pr, num_threads=max(1, threads))
+        done += sum(op.upload_info.size for op in part)
+        progress(done, total, min(start + batch, len(adds)), len(adds))
 
 
 def branch_head(api: HfApi, repo_id: str, revision: str) -> str:
@@ -206,7 +251,9 @@ def run(cfg: DictConfig) -> Published | None:
         raise PushError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
     published = push(HfApi(token=token), data, cfg.repo_id, private=bool(cfg.private), revision=cfg.revision,
                      tag=cfg.tag, commit_message=cfg.commit_message,
-                     max_files_per_commit=int(cfg.max_files_per_commit), workers=cfg.workers or None)
+                     max_files_per_commit=int(cfg.max_files_per_commit), workers=cfg.workers or None,
+                     threads=int(cfg.threads))
     print(f"published {published.files} files to https://huggingface.co/datasets/{cfg.repo_id} "
-          f"(branch {published.revision}, {published.deleted} stale files removed): {published.url}", file=sys.stderr)
+          f"(branch {published.revision}, {published.unchanged} unchanged, {published.deleted} stale files "
+          f"removed): {published.url}", file=sys.stderr)
     return published

@@ -1,65 +1,80 @@
 """`python -m curation.report data=<dataset dir> [out=<folder>]`: a static HTML report to look at.
 
-For the person deciding whether the data is worth GPU-weeks: per mode, pages of trajectories
+For the person deciding whether the data is worth GPU-weeks: per mode, a sample of trajectories
 (prompt → initial thinking → initial image → improving thinking → improved image, in the mode's
 training order), the rejects grouped by reason with examples, and the run's figures (the same
 ones as the card). It reads only the dataset folder and writes plain files: open `index.html`
 from disk, no server.
 
-Large datasets stay usable: rows are paged (`page_size` per page, one page in memory at a
-time), images appear as small thumbnails that load lazily and link to the full-size file, and
-every image (thumbnail and full size) is written once, named by its content hash, so a re-run
-skips the work and images shared by modes exist once. Text from the data (prompts, thinkings,
-lineage) is untrusted: templates autoescape everything, and pages forbid scripts outright.
+Bounded by design, so its size and time stay flat from 500 rows to IRGL-300K:
+- it shows `rows_per_mode` trajectories per mode, a stable seeded sample chosen by sample id
+  (the rows whose `sha256(seed:sample_id)` are smallest: the same sample ids are shown in every
+  mode and by every run, whatever the shard order), and `reject_examples` rows per reject
+  reason, chosen the same way; the index says how many rows it shows out of how many;
+- images are written only for the rows shown: a thumbnail that loads lazily and links to the
+  full-size file, each named by its content hash, so a re-run skips the work and images shared by
+  modes exist once;
+- the figures cover every row: one streaming pass with bounded memory (`figures.collect`), or
+  the card's own pass, saved beside its plots, while the shards are the ones it read.
+
+Text from the data (prompts, thinkings, lineage) is untrusted: templates autoescape everything,
+and pages forbid scripts outright.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import io
 import json
 import os
 import shutil
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any
 
 import jinja2
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 from PIL import Image
 
+from curation.core import schema
 from curation.publish import card, figures, manifest
 
-from curation.core import schema
-from curation.core.config import load_config, wants_help
-
 TEMPLATES = Path(__file__).resolve().parent / "report_templates"
-USAGE = """usage: python -m curation.report data=<dataset dir> [out=<folder>] [page_size=50] [thumb_px=192]
+USAGE = """usage: python -m curation.report data=<dataset dir> [out=<folder>] [rows_per_mode=50] [seed=0]
+                                       [reject_examples=5] [page_size=50] [thumb_px=192] [workers=0]
   writes <out>/index.html (default out: <data>/report) and prints its path; open it in a browser."""
-#: Below this many rows, starting worker processes costs more than making the thumbnails.
-PARALLEL_ROWS = 500
+#: Below this many images to show, spawning worker processes (~2 s) costs more than the thumbnails (~3 ms each).
+PARALLEL_IMAGES = 2000
 # File signatures: the extension of a full-size image comes from its bytes, never from the data's `path`.
 SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"), (b"GIF8", "gif"))
 
 
 @dataclass(frozen=True)
 class Settings:
-    page_size: int = 50
-    thumb_px: int = 192
-    reject_examples: int = 20
-    image_rows: int = figures.IMAGE_ROWS
-    workers: int = 0  # 0: one per CPU
+    rows_per_mode: int
+    seed: int
+    reject_examples: int
+    page_size: int
+    thumb_px: int
+    workers: int  # 0: one per CPU where it pays off
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "Settings":
-        return cls(page_size=int(cfg.page_size), thumb_px=int(cfg.thumb_px), reject_examples=int(cfg.reject_examples),
-                   image_rows=int(cfg.image_rows), workers=int(cfg.workers))
+        settings = cls(rows_per_mode=int(cfg.rows_per_mode), seed=int(cfg.seed),
+                       reject_examples=int(cfg.reject_examples), page_size=int(cfg.page_size),
+                       thumb_px=int(cfg.thumb_px), workers=int(cfg.workers))
+        for name in ("rows_per_mode", "page_size", "thumb_px"):
+            if getattr(settings, name) < 1:
+                raise ValueError(f"{name}={getattr(settings, name)}: give a positive number")
+        if settings.reject_examples < 0 or settings.workers < 0:
+            raise ValueError("reject_examples and workers are counts: give 0 or more")
+        return settings
 
 
 # ----------------------------------------------------------------------------- images
@@ -184,14 +199,75 @@ def _stages(lineage: dict) -> list[tuple[str, str, str]]:
             for stage, info in lineage.get("stages", {}).items()]
 
 
-def iter_rows(data: Path, mode: str) -> Iterator[dict]:
-    """Rows of a mode in shard order, one row group in memory at a time; absent columns are absent."""
-    wanted = schema.load(mode).column_names
+# ----------------------------------------------------------------------------- the sample
+
+
+def sample_key(seed: int, sample_id: str) -> int:
+    """Where a sample id falls in the report's order: a hash, so neither file order nor id order matters."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()[:8], "big")
+
+
+class Smallest:
+    """The `k` items of smallest key seen so far, in one pass and O(k) memory."""
+
+    def __init__(self, k: int):
+        self.k, self.seen = k, 0
+        self.heap: list[tuple[int, int, Any]] = []  # a max-heap by key (negated) of at most k entries
+
+    def offer(self, key: int, item: Any) -> None:
+        self.seen += 1  # breaks ties of equal keys by arrival, never by comparing items
+        entry = (-key, -self.seen, item)
+        if len(self.heap) < self.k:
+            heapq.heappush(self.heap, entry)
+        elif self.k and entry[:2] > self.heap[0][:2]:
+            heapq.heapreplace(self.heap, entry)
+
+    def items(self) -> list[Any]:
+        return [item for _, _, item in sorted(self.heap, key=lambda e: (-e[0], -e[1]))]
+
+
+@dataclass(frozen=True)
+class RowAt:
+    sample_id: str
+    file: str
+    group: int
+    row: int
+
+
+def choose_rows(data: Path, mode: str, settings: Settings, wanted_prompts: set[str],
+                prompts: dict[str, str]) -> tuple[list[RowAt], int]:
+    """The mode's sample (in hash order) and its row count, reading only `sample_id` (and `prompt`, to
+    find the prompts of the reject examples in `wanted_prompts`) one row group at a time."""
+    chosen, rows = Smallest(settings.rows_per_mode), 0
     for path in sorted((data / "data" / mode).glob("*.parquet")):
         reader = pq.ParquetFile(path)
-        columns = [c for c in wanted if c in reader.schema_arrow.names]
+        columns = [c for c in ("sample_id", "prompt") if c in reader.schema_arrow.names]
         for group in range(reader.num_row_groups):
-            yield from reader.read_row_group(group, columns=columns).to_pylist()
+            table = reader.read_row_group(group, columns=columns)
+            ids = table.column("sample_id").to_pylist()
+            for i, sample_id in enumerate(ids):
+                chosen.offer(sample_key(settings.seed, str(sample_id)), RowAt(str(sample_id), str(path), group, i))
+            if wanted_prompts and "prompt" in columns:
+                for sample_id, prompt in zip(ids, table.column("prompt").to_pylist(), strict=True):
+                    if sample_id in wanted_prompts and isinstance(prompt, str):
+                        prompts.setdefault(sample_id, prompt)
+            rows += table.num_rows
+    return chosen.items(), rows
+
+
+def read_rows(mode: str, at: list[RowAt]) -> list[dict]:
+    """The chosen rows, in the order given, reading only the row groups that hold them."""
+    wanted = schema.load(mode).column_names
+    by_group: dict[tuple[str, int], list[int]] = {}
+    for r in at:
+        by_group.setdefault((r.file, r.group), []).append(r.row)
+    found: dict[tuple[str, int, int], dict] = {}
+    for (file, group), indices in sorted(by_group.items()):
+        reader = pq.ParquetFile(file)
+        columns = [c for c in wanted if c in reader.schema_arrow.names]
+        table = reader.read_row_group(group, columns=columns).take(indices)
+        found.update(((file, group, i), row) for i, row in zip(indices, table.to_pylist(), strict=True))
+    return [found[(r.file, r.group, r.row)] for r in at]
 
 
 def trajectories(rows: list[dict], first: int, mode_schema: schema.ModeSchema, images: Images) -> list[Trajectory]:
@@ -240,7 +316,8 @@ def environment() -> jinja2.Environment:
 class ModePages:
     mode: str
     short: str
-    rows: int = 0
+    rows: int = 0  # rows of the mode
+    shown: int = 0  # rows of the sample
     pages: list[tuple[str, str, str]] = field(default_factory=list)  # (file, first sample id, last sample id)
 
 
@@ -249,35 +326,22 @@ def page_name(number: int) -> str:
 
 
 def write_mode(data: Path, out: Path, mode: str, env: jinja2.Environment, images: Images, settings: Settings,
-               prompts: dict[str, str]) -> ModePages:
+               wanted_prompts: set[str], prompts: dict[str, str]) -> ModePages:
     mode_schema = schema.load(mode)
-    result = ModePages(mode, mode_schema.short)
-    rows_in_shards = sum(pq.ParquetFile(p).metadata.num_rows for p in (data / "data" / mode).glob("*.parquet"))
-    total_pages = max(1, -(-rows_in_shards // settings.page_size))
+    at, rows = choose_rows(data, mode, settings, wanted_prompts, prompts)
+    result = ModePages(mode, mode_schema.short, rows=rows, shown=len(at))
+    chunks = [at[i:i + settings.page_size] for i in range(0, len(at), settings.page_size)] or [[]]
     template = env.get_template("mode_page.html.j2")
     (out / mode).mkdir(parents=True, exist_ok=True)
-
-    def flush(rows: list[dict]) -> None:
-        number = len(result.pages) + 1
-        items = trajectories(rows, result.rows + 1, mode_schema, images)
-        html = template.render(root="../", mode=mode, mode_schema=mode_schema, page=number, pages=total_pages,
-                               page_name=page_name, trajectories=items, first=result.rows + 1)
+    for number, chunk in enumerate(chunks, start=1):
+        first = (number - 1) * settings.page_size + 1
+        items = trajectories(read_rows(mode, chunk), first, mode_schema, images)
+        html = template.render(root="../", mode=mode, mode_schema=mode_schema, page=number, pages=len(chunks),
+                               page_name=page_name, trajectories=items, first=first, shown=len(at), rows=rows)
         write_file(out / mode / page_name(number), html)
         first_id, last_id = (items[0].sample_id, items[-1].sample_id) if items else ("", "")
         result.pages.append((page_name(number), first_id, last_id))
-        result.rows += len(rows)
-
-    batch: list[dict] = []
-    for row in iter_rows(data, mode):
-        if isinstance(row.get("prompt"), str):
-            prompts.setdefault(str(row.get("sample_id")), row["prompt"])
-        batch.append(row)
-        if len(batch) == settings.page_size:
-            flush(batch)
-            batch = []
-    if batch or not result.pages:
-        flush(batch)
-    for stale in (out / mode).glob("page-*.html"):  # pages of an earlier, longer report
+    for stale in (out / mode).glob("page-*.html"):  # pages of an earlier, larger report
         if stale.name not in {name for name, _, _ in result.pages}:
             stale.unlink()
     return result
@@ -291,18 +355,24 @@ class RejectGroup:
     examples: list[dict]
 
 
-def reject_groups(data: Path, prompts: dict[str, str], examples: int) -> list[RejectGroup]:
+def reject_groups(data: Path, settings: Settings, batch_rows: int = 65536) -> list[RejectGroup]:
+    """Counts of every reason over every reject, and `reject_examples` examples of each, chosen like the
+    trajectories (by hash of the sample id); the rejects file is read in batches."""
     path = data / "rejects" / "rejects.parquet"
     if not path.is_file():
         return []
     groups: dict[str, RejectGroup] = {}
-    for row in pq.read_table(path).to_pylist():
-        key = f"{row['stage']}/{row['reason']}"
-        group = groups.setdefault(key, RejectGroup(key, 0, {}, []))
-        group.count += 1
-        group.modes[row["mode"]] = group.modes.get(row["mode"], 0) + 1
-        if len(group.examples) < examples:
-            group.examples.append({**row, "prompt": prompts.get(row["sample_id"], "")})
+    examples: dict[str, Smallest] = {}
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        for row in batch.to_pylist():
+            key = f"{row['stage']}/{row['reason']}"
+            group = groups.setdefault(key, RejectGroup(key, 0, {}, []))
+            group.count += 1
+            group.modes[row["mode"]] = group.modes.get(row["mode"], 0) + 1
+            chosen = examples.setdefault(key, Smallest(settings.reject_examples))
+            chosen.offer(sample_key(settings.seed, f"{row['mode']}:{row['sample_id']}"), row)
+    for key, group in groups.items():
+        group.examples = examples[key].items()
     return sorted(groups.values(), key=lambda g: (-g.count, g.reason))
 
 
@@ -312,17 +382,21 @@ def build(data: Path, out: Path, settings: Settings) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     env = environment()
     shutil.copyfile(TEMPLATES / "report.css", out / "report.css")
-    stats = figures.collect(data, doc, image_rows=settings.image_rows)
+    stats = figures.load_or_collect(data, doc, data / card.ASSETS, workers=settings.workers or None)
     pngs = {name: base64.b64encode(png).decode("ascii") for name, png in figures.plots(doc, stats).items()}
-    rows = sum(entry["accepted"] for entry in doc["modes"].values())
-    workers = settings.workers or ((os.cpu_count() or 1) if rows >= PARALLEL_ROWS else 1)
-    images = Images(out, settings.thumb_px, workers)
+    groups = reject_groups(data, settings)
+    wanted_prompts = {str(r["sample_id"]) for g in groups for r in g.examples}
     prompts: dict[str, str] = {}
+    shown_images = settings.rows_per_mode * sum(
+        sum(c.is_image for c in schema.load(m).columns) for m in doc["modes"])
+    workers = settings.workers or ((os.cpu_count() or 1) if shown_images >= PARALLEL_IMAGES else 1)
+    images = Images(out, settings.thumb_px, workers)
     try:
-        modes = [write_mode(data, out, mode, env, images, settings, prompts) for mode in doc["modes"]]
+        modes = [write_mode(data, out, mode, env, images, settings, wanted_prompts, prompts) for mode in doc["modes"]]
     finally:
         images.close()
-    groups = reject_groups(data, prompts, settings.reject_examples)
+    for group in groups:
+        group.examples = [{**r, "prompt": prompts.get(str(r["sample_id"]), "")} for r in group.examples]
     write_file(out / "rejects.html", env.get_template("rejects.html.j2").render(
         root="", groups=groups, total=sum(g.count for g in groups)))
     offline = any(str(b.get("id", "")).startswith(card.OFFLINE_PREFIX) for b in doc["backends"].values())
@@ -330,7 +404,7 @@ def build(data: Path, out: Path, settings: Settings) -> Path:
         root="", doc=doc, modes=modes, figures=pngs, stats=stats, offline=offline, groups=groups,
         rates={m: {s: f"{p / e:.1%}" if e else "—" for s, e, p in figures.funnel(entry)}
                for m, entry in doc["modes"].items()},
-        stages=figures.stage_order(doc),
+        stages=figures.stage_order(doc), settings=settings,
         data=str(data.resolve()))
     write_file(out / "index.html", index)
     return out / "index.html"

@@ -3,6 +3,14 @@
 Each method mirrors the signature of the real one closely enough that a wrong keyword fails here
 as it would against the Hub. Files are kept as content hashes, with LFS info for binary files as
 the Hub reports it, so resuming logic sees what it would see for real.
+
+LFS objects live in a content-addressed store (`lfs`, by sha256) apart from commits, as on the Hub:
+`preupload_lfs_files` models huggingface_hub's client against it — the Hub names each path's upload
+mode (binary files are LFS, text files regular), and its LFS batch answer lists the objects it
+already holds, which the client does not send. `sent` records every object that was sent, and
+`fail_after_uploads` drops the connection after that many objects have arrived (mid-upload).
+`create_commit` uploads LFS files not preuploaded yet, as the real client does, and refuses a
+commit that points at an LFS object the store does not hold.
 """
 
 from __future__ import annotations
@@ -20,7 +28,12 @@ from huggingface_hub.hf_api import GitRefInfo, GitRefs, RepoFile, RepoUrl
 
 PATCHED = ("create_repo", "repo_info", "list_repo_refs", "create_branch", "list_repo_tree", "create_commit",
            "get_repo_discussions", "get_discussion_details", "change_discussion_status", "merge_pull_request",
-           "create_tag")
+           "create_tag", "preupload_lfs_files")
+REGULAR_SUFFIXES = (".md", ".json", ".gitattributes")  # what the fake Hub keeps as plain git blobs
+
+
+def is_lfs(path: str) -> bool:
+    return not path.endswith(REGULAR_SUFFIXES)
 
 
 # The HTTP client huggingface_hub is built on (httpx, or httpx2 in newer releases): its errors carry a response.
@@ -59,6 +72,9 @@ class FakeHub:
         self.private = False
         self.repo_id: str | None = None
         self.fail_commit_number: int | None = None  # make the n-th create_commit call fail once
+        self.lfs: dict[str, bytes] = {}  # sha256 -> content: LFS objects, committed or only preuploaded
+        self.sent: list[tuple[str, int]] = []  # (path, bytes) of every LFS object sent to the store
+        self.fail_after_uploads: int | None = None  # drop the connection once this many more objects arrived
 
     def install(self, monkeypatch) -> "FakeHub":
         for name in PATCHED:
@@ -77,6 +93,7 @@ class FakeHub:
         """A repo that an earlier push already filled."""
         self.repo_id = self.repo_id or "seeded"
         self.refs[branch] = self._new_commit({k: Blob(v) for k, v in files.items()}, "earlier push")
+        self.lfs.update({hashlib.sha256(v).hexdigest(): v for k, v in files.items() if is_lfs(k)})
 
     def files(self, ref: str = "main") -> dict[str, str]:
         return {path: blob.sha256 for path, blob in self.commits[self.refs[ref]].files.items()}
@@ -115,7 +132,7 @@ class FakeHub:
         oid = self.refs.get(revision, revision)
         for path, blob in sorted(self.commits[oid].files.items()):
             lfs = None
-            if not path.endswith((".md", ".json", ".gitattributes")):
+            if is_lfs(path):
                 lfs = {"size": len(blob.data), "oid": blob.sha256, "pointerSize": 134}
             git = hashlib.sha1(b"blob %d\0" % len(blob.data) + blob.data).hexdigest()
             yield RepoFile(path=path, size=len(blob.data), oid=git, lfs=lfs)
@@ -133,8 +150,15 @@ class FakeHub:
         if parent_commit is not None and parent_commit != base:
             raise http_error(412, "Precondition Failed: the branch moved")
         files = dict(self.commits[base].files)
+        lfs_ops = [op for op in operations if isinstance(op, CommitOperationAdd) and is_lfs(op.path_in_repo)]
+        self._upload([op for op in lfs_ops if not op._is_uploaded])  # the client uploads what was not preuploaded
         for op in operations:
-            if isinstance(op, CommitOperationAdd):
+            if isinstance(op, CommitOperationAdd) and is_lfs(op.path_in_repo):
+                sha = op.upload_info.sha256.hex()
+                if sha not in self.lfs:
+                    raise http_error(400, f"Bad Request: LFS object {sha} of {op.path_in_repo} was never uploaded")
+                files[op.path_in_repo] = Blob(self.lfs[sha])
+            elif isinstance(op, CommitOperationAdd):
                 files[op.path_in_repo] = Blob(Path(op.path_or_fileobj).read_bytes())
             elif isinstance(op, CommitOperationDelete):
                 files.pop(op.path_in_repo)
@@ -175,3 +199,32 @@ class FakeHub:
                    exist_ok=False):
         self._record("create_tag", repo_id=repo_id, tag=tag, revision=revision, repo_type=repo_type)
         self.tags[tag] = self.refs.get(revision, revision)
+
+    def preupload_lfs_files(self, repo_id, additions, *, token=None, repo_type=None, revision=None, create_pr=None,
+                            num_threads=5, free_memory=True, gitignore_content=None):
+        additions = list(additions)
+        self._record("preupload_lfs_files", repo_id=repo_id, paths=[a.path_in_repo for a in additions],
+                     repo_type=repo_type, revision=revision, create_pr=create_pr, num_threads=num_threads)
+        for op in additions:  # the Hub's answer to /preupload: each path's upload mode
+            op._upload_mode = "lfs" if is_lfs(op.path_in_repo) else "regular"
+        todo = [op for op in additions if op._upload_mode == "lfs" and not op._is_uploaded]
+        self._upload(todo)
+        for op in todo:
+            op._is_uploaded = True
+            if free_memory:
+                op.path_or_fileobj = b""
+
+    def _upload(self, ops) -> None:
+        """The LFS batch exchange: objects the store holds are skipped; the others are sent, one by one."""
+        for op in ops:
+            sha = op.upload_info.sha256.hex()
+            if sha in self.lfs:
+                continue  # "already present upstream": the client does not send it
+            if self.fail_after_uploads is not None:
+                if self.fail_after_uploads == 0:
+                    self.fail_after_uploads = None
+                    raise http_error(502, "Bad Gateway: the connection dropped mid-upload")
+                self.fail_after_uploads -= 1
+            content = Path(op.path_or_fileobj).read_bytes()
+            self.lfs[sha] = content
+            self.sent.append((op.path_in_repo, len(content)))

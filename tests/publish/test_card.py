@@ -88,3 +88,39 @@ def test_same_named_folders_with_different_data_do_not_share_a_load_cache(publis
     first = datasets.load_dataset(str(publish_dataset), MODE, split="train")
     second = datasets.load_dataset(str(dataset_copy), MODE, split="train")
     assert (len(first), len(second)) == (table.num_rows, table.num_rows - 1)
+
+
+def test_loading_a_built_dataset_prints_no_warning_about_the_card(publish_dataset, tmp_path, monkeypatch):
+    """`datasets` checks the card's `dataset_info` splits on every load; a malformed one warns each time."""
+    import logging
+    import warnings
+
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    library = logging.getLogger("datasets")  # `datasets` does not propagate to the root logger
+    library.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = datasets.load_dataset(str(publish_dataset), MODE, split="train")
+    finally:
+        library.removeHandler(handler)
+    assert len(loaded) == manifest.read(publish_dataset)["modes"][MODE]["accepted"]
+    assert [r.getMessage() for r in records] == []
+    assert [str(w.message) for w in caught if "YAML" in str(w.message) or "splits" in str(w.message)] == []
+
+
+def test_split_sizes_in_the_card_header_come_from_the_shards(publish_dataset):
+    header = card_header((publish_dataset / "README.md").read_text())
+    for entry in header["dataset_info"]:
+        paths = sorted((publish_dataset / "data" / entry["config_name"]).glob("*.parquet"))
+        size = sum(pq.ParquetFile(p).metadata.row_group(i).total_byte_size
+                   for p in paths for i in range(pq.ParquetFile(p).metadata.num_row_groups))
+        (split,) = entry["splits"]
+        assert split == {"name": "train", "num_bytes": size, "num_examples": pq.read_metadata(paths[0]).num_rows
+                         if len(paths) == 1 else sum(pq.read_metadata(p).num_rows for p in paths)}
+        assert entry["dataset_size"] == size > 0

@@ -13,7 +13,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from curation import push
 from curation.publish import push as push_logic
-from tests.publish.fakehub import FakeHub
+from tests.publish.fakehub import FakeHub, is_lfs
 
 TOKEN = "hf_" + "FAKE" * 8  # a fake, built so secret scanners do not flag the file
 REPO = "irgl-org/irgl-demo"
@@ -27,9 +27,10 @@ def hub(monkeypatch, tmp_path) -> FakeHub:
 
 
 def files_on_disk(ds: Path) -> dict[str, str]:
-    """Every file of the dataset folder, by sha256: what the Hub must hold afterwards."""
+    """Every file of the dataset folder, by sha256: what the Hub must hold afterwards. The card's saved
+    statistics (`assets/figures.json`) are a local cache for the report, with local file times: not published."""
     return {p.relative_to(ds).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in ds.rglob("*") if p.is_file()}
+            for p in ds.rglob("*") if p.is_file() and p.relative_to(ds).as_posix() != "assets/figures.json"}
 
 
 def test_push_is_one_commit_holding_every_file(publish_dataset, hub):
@@ -76,7 +77,8 @@ def test_private_push_to_a_public_repo_is_refused(publish_dataset, hub, capfd):
 def test_token_never_appears_in_output_logs_or_files(publish_dataset, hub, capfd, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     assert push.main([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1", "tag=v1"]) == 0
-    hub.fail_commit_number = 2  # the next push fails, with an error that quotes the token
+    hub.seed({".gitattributes": b""})  # the branch lost the files: the next push has to commit again …
+    hub.fail_commit_number = 2  # … and fails, with an error that quotes the token
     original = hub.create_commit
 
     def failing_commit(api, *args, **kwargs):
@@ -128,3 +130,46 @@ def test_dry_run_validates_and_touches_nothing(publish_dataset, hub, capfd):
     assert push.main([f"data={publish_dataset}", "dry_run=true", "workers=1"]) == 0
     assert hub.calls == []
     assert "manifest.json" in capfd.readouterr().err
+
+
+def test_interrupted_upload_resumes_without_sending_again_what_the_hub_holds(publish_dataset, hub, capfd):
+    args = [f"data={publish_dataset}", f"repo_id={REPO}", "workers=1", "threads=1"]
+    wanted = files_on_disk(publish_dataset)
+    sizes = {name: (publish_dataset / name).stat().st_size for name in wanted if is_lfs(name)}
+    hub.fail_after_uploads = 3  # the connection drops after three LFS objects arrived, inside a batch
+    assert push.main(args) == 2
+    assert hub.commit_calls() == [] and set(hub.files("main")) == {".gitattributes"}  # nothing half-published
+    first = [path for path, _ in hub.sent]
+    assert len(first) == 3
+    assert "the connection dropped mid-upload" in capfd.readouterr().err
+
+    assert push.main(args) == 0
+    second = [path for path, _ in hub.sent[3:]]
+    assert not set(second) & set(first)  # the Hub held those already: not sent again
+    assert sorted(first + second) == sorted(sizes)  # every LFS file sent exactly once over both runs
+    assert sum(n for _, n in hub.sent) == sum(sizes.values())
+    (commit,) = hub.commit_calls()  # still one commit, holding every file
+    assert {op.path_in_repo for op in commit["operations"]} == set(wanted)
+    assert {k: v for k, v in hub.files().items() if k != ".gitattributes"} == wanted
+    err = capfd.readouterr().err
+    total_mb = f"{sum((publish_dataset / name).stat().st_size for name in wanted) / 1e6:,.1f}"
+    assert f"preuploaded {total_mb} of {total_mb} MB ({len(wanted)} of {len(wanted)} files" in err  # bytes, to the end
+
+
+def test_pushing_the_same_dataset_again_sends_and_commits_nothing(publish_dataset, hub, capfd):
+    args = [f"data={publish_dataset}", f"repo_id={REPO}", "workers=1"]
+    assert push.main(args) == 0
+    sent, commits = list(hub.sent), len(hub.commit_calls())
+    assert push.main(args) == 0
+    assert hub.sent == sent and len(hub.commit_calls()) == commits
+    assert "nothing to commit" in capfd.readouterr().err
+
+
+def test_files_are_preuploaded_with_the_hub_client_before_the_one_commit(publish_dataset, hub):
+    assert push.main([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1", "threads=3"]) == 0
+    names = [name for name, _ in hub.calls]
+    assert names.index("preupload_lfs_files") < names.index("create_commit")
+    preuploads = [kw for name, kw in hub.calls if name == "preupload_lfs_files"]
+    assert all(kw["num_threads"] == 3 and kw["repo_type"] == "dataset" and len(kw["paths"]) <= 12 for kw in preuploads)
+    (commit,) = hub.commit_calls()
+    assert all(op._is_uploaded for op in commit["operations"] if is_lfs(op.path_in_repo))

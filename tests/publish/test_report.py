@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -53,7 +54,8 @@ def built_report(publish_dataset, tmp_path_factory):
     ds = tmp_path_factory.mktemp("report") / "ds"
     shutil.copytree(publish_dataset, ds)
     planted = plant_untrusted_text(ds)
-    index = report.main([f"data={ds}", f"page_size={PAGE_SIZE}", "workers=1"])
+    # Every row and every reject on show: the dataset is smaller than rows_per_mode and reject_examples.
+    index = report.main([f"data={ds}", f"page_size={PAGE_SIZE}", "workers=1", "reject_examples=1000"])
     return ds, index, planted
 
 
@@ -102,7 +104,9 @@ def test_untrusted_text_shows_as_text(built_report, chromium_binary, tmp_path):
     ds, index, planted = built_report
     browser = Chromium(chromium_binary, tmp_path / "profile", tmp_path / "chromium.log")
     try:
-        page = browser.open((index.parent / MODE / report_logic.page_name(1)).as_uri())
+        # Pages follow the hash order of sample ids: find the one that shows the planted row.
+        (holder,) = [p for p in (index.parent / MODE).glob("page-*.html") if f'id="s-{planted}"' in p.read_text()]
+        page = browser.open(holder.as_uri())
         card = f"document.getElementById('s-{planted}')"
         assert page.evaluate("window.__pwned === undefined")
         assert page.evaluate(f"{card}.querySelectorAll('script, img[src=x]').length") == 0
@@ -120,7 +124,7 @@ def test_thumbnails_are_made_once_and_workers_change_nothing(built_report):
     thumbs = {p: p.stat().st_mtime_ns for p in (index.parent / "thumbs").rglob("*.jpg")}
     pages = {p: p.read_bytes() for p in index.parent.rglob("page-*.html")}
     assert thumbs and pages
-    report.main([f"data={ds}", f"page_size={PAGE_SIZE}", "workers=2"])
+    report.main([f"data={ds}", f"page_size={PAGE_SIZE}", "workers=2", "reject_examples=1000"])
     assert {p: p.stat().st_mtime_ns for p in (index.parent / "thumbs").rglob("*.jpg")} == thumbs
     assert {p: p.read_bytes() for p in index.parent.rglob("page-*.html")} == pages
 
@@ -141,3 +145,34 @@ def test_a_damaged_dataset_still_renders_and_says_what_is_wrong(dataset_copy, tm
     assert page.count('class="broken"') == 1 and "does not decode" in page
     assert "unparsable lineage" in page
     assert "could not be read" in index.read_text()
+
+
+def test_the_report_shows_a_stable_sample_and_only_its_images(publish_dataset, tmp_path):
+    index = report.main([f"data={publish_dataset}", f"out={tmp_path / 'r'}", "rows_per_mode=3", "reject_examples=1",
+                         "workers=1"])
+    doc = json.loads((publish_dataset / "manifest.json").read_text())
+    text = index.read_text()
+    shown_images = set()
+    for mode, entry in doc["modes"].items():
+        assert f"3 rows shown of {entry['accepted']}" in text
+        ids = pq.read_table(publish_dataset / "data" / mode, columns=["sample_id"]).column("sample_id").to_pylist()
+        expected = sorted(ids, key=lambda i: report_logic.sample_key(0, i))[:3]  # hash order, not file order
+        page = (index.parent / mode / report_logic.page_name(1)).read_text()
+        assert re.findall(r'<article class="trajectory" id="s-([0-9a-f]+)"', page) == expected
+        shown_images |= set(re.findall(r'href="\.\./(images/[^"]+)"', page))
+    on_disk = {p.relative_to(index.parent).as_posix() for p in (index.parent / "images").rglob("*.*")}
+    assert on_disk == shown_images  # full-size copies of the rows shown, and of nothing else
+    rejects = (index.parent / "rejects.html").read_text()
+    groups = rejects.count('class="reject-group"')
+    assert groups and rejects.count('class="reject"') == groups  # one example per reason
+    again = report.main([f"data={publish_dataset}", f"out={tmp_path / 'r2'}", "rows_per_mode=3",
+                         "reject_examples=1", "workers=1"])
+    assert {p.relative_to(again.parent): p.read_bytes() for p in again.parent.rglob("*.html")} == \
+           {p.relative_to(index.parent): p.read_bytes() for p in index.parent.rglob("*.html")}
+
+
+def test_a_report_folder_that_cannot_be_made_is_one_sentence(publish_dataset, capfd):
+    with pytest.raises(SystemExit) as exit_:
+        report.main([f"data={publish_dataset}", "out=/proc/irgl-report"])
+    assert exit_.value.code == 2
+    assert capfd.readouterr().err.startswith("error: cannot create the report folder out=/proc/irgl-report")

@@ -130,7 +130,7 @@ def _requests(count: int, seed: int) -> list[tuple[str, list, list]]:
     rng = random.Random(seed)
     initial = load_template("teacher_initial_thinking", placeholders={"prompt"}, images={"image"})
     improving = load_template("teacher_improving_thinking", placeholders={"prompt", "initial_thinking"},
-                              images={"initial_image", "target_image"})
+                              images={"initial_image", "hq_image"})
     words = ("red", "blue", "green", "ball", "cube", "cone", "two", "three", "on a table", "in a field", "at dusk")
     out = []
     for _ in range(count):

@@ -46,10 +46,10 @@ def test_a_budget_below_one_cell_is_refused():
 def test_shipped_templates_load_and_carry_a_version():
     initial = load_template("teacher_initial_thinking", placeholders={"prompt"}, images={"image"})
     improving = load_template("teacher_improving_thinking", placeholders={"prompt", "initial_thinking"},
-                              images={"initial_image", "target_image"})
+                              images={"initial_image", "hq_image"})
     assert initial.tag == "teacher_initial_thinking@1" and improving.tag == "teacher_improving_thinking@1"
     assert [value for kind, value in initial.user if kind == "image"] == ["image"]
-    assert [value for kind, value in improving.user if kind == "image"] == ["initial_image", "target_image"]
+    assert [value for kind, value in improving.user if kind == "image"] == ["initial_image", "hq_image"]
     for template in (initial, improving):
         text = " ".join(value for kind, value in template.user if kind == "text")
         assert "<think>" in text and "</think>" in text
@@ -60,7 +60,7 @@ def test_shipped_templates_load_and_carry_a_version():
 
 def test_placeholders_are_filled_once_and_values_are_not_rescanned():
     improving = load_template("teacher_improving_thinking", placeholders={"prompt", "initial_thinking"},
-                              images={"initial_image", "target_image"})
+                              images={"initial_image", "hq_image"})
     parts = improving.render({"prompt": "a {initial_thinking} sign", "initial_thinking": "<think>plan</think>"})
     text = "".join(value for kind, value in parts if kind == "text")
     assert "a {initial_thinking} sign" in text and "<think>plan</think>" in text

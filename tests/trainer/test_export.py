@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from curation.core import schema
 from curation.export import main
-from curation.publish.export import ExportError
+from curation.publish.export import ExportError, check_image, conversation, conversation_json
 from curation.trainer.official_format import read_folder, read_info
 
 U, A = "user", "assistant"
@@ -85,7 +90,8 @@ def test_export_round_trip(offline_dataset, tmp_path):
             assert max(entry["row_group_rows"]) <= 5
 
 
-def test_a_row_with_an_undecodable_image_is_never_written(handmade_dataset, tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_row_with_an_undecodable_image_is_never_written(handmade_dataset, tmp_path, processes):
     data = tmp_path / "data_copy"
     shutil.copytree(handmade_dataset, data)
     mode = "initial_full_learning"
@@ -95,7 +101,7 @@ def test_a_row_with_an_undecodable_image_is_never_written(handmade_dataset, tmp_
     pq.write_table(pa.Table.from_pylist(rows, schema=schema.load(mode).arrow_schema()), path)
 
     with pytest.raises(ExportError, match=rows[3]["sample_id"]):
-        main([f"data={data}", "format=irg", f"out={tmp_path}/irg"])
+        main([f"data={data}", "format=irg", f"out={tmp_path}/irg", f"processes={processes}", "rows_per_file=2"])
     assert not (tmp_path / "irg" / mode).exists()
     assert not list((tmp_path / "irg").glob(".staging-*"))
 
@@ -103,3 +109,93 @@ def test_a_row_with_an_undecodable_image_is_never_written(handmade_dataset, tmp_
 def test_only_the_irg_format_is_known(handmade_dataset, tmp_path):
     with pytest.raises(ExportError, match="format"):
         main([f"data={handmade_dataset}", "format=llava", f"out={tmp_path}/x"])
+
+
+def test_export_is_the_same_with_any_number_of_processes(offline_dataset, tmp_path):
+    args = [f"data={offline_dataset}", "format=irg", "row_group_rows=3", "rows_per_file=5"]
+    one = main([*args, f"out={tmp_path}/one", "processes=1"])
+    two = main([*args, f"out={tmp_path}/two", "processes=2"])
+    files = sorted(p.relative_to(one).as_posix() for p in one.rglob("*.parquet"))
+    assert len(files) == 6 * 3  # 12 rows per mode, 5 per file
+    assert files == sorted(p.relative_to(two).as_posix() for p in two.rglob("*.parquet"))
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+
+
+def official_units_per_worker(stage: dict, entries: dict, gpus: int, workers: int) -> dict[str, list[int]]:
+    """What the official SFT data code (SFT/data of the IRG repository) gives each data-loader worker:
+    the folder's files repeated to `num_used_data` paths, one unit per (path, row group), split evenly
+    over ranks and then over each rank's workers, both rounding down."""
+    out = {}
+    for mode, group in stage.items():
+        (name,) = group["dataset_names"]
+        (used,) = group["num_used_data"]
+        entry = entries[mode][name]
+        info = json.loads(Path(entry["parquet_info_path"]).read_text())
+        names = sorted(os.listdir(entry["data_dir"]), reverse=True)  # the reader's listing order is arbitrary
+        paths = [os.path.join(entry["data_dir"], n) for n in names if n.endswith(".parquet")]
+        paths = (paths * (used // len(paths) + 1))[:used]
+        units = sum(info[p]["num_row_groups"] for p in paths)
+        per_rank = units // gpus
+        out[mode] = [per_rank // workers] * (gpus * workers)
+    return out
+
+
+@pytest.mark.parametrize("gpus,workers", [(8, 8), (3, 5)])
+def test_trainer_configs_leave_no_worker_empty(offline_dataset, tmp_path, gpus, workers):
+    out = main([f"data={offline_dataset}", "format=irg", f"out={tmp_path}/irg", "row_group_rows=4",
+                "rows_per_file=8", f"gpus={gpus}", f"workers={workers}"])
+    entries = json.loads((out / "trainer" / "dataset_info.json").read_text())
+    assert set(entries) == set(schema.MODE_KEYS)
+    for mode, named in entries.items():
+        assert named == {"irgl": {"data_dir": str((out / mode).resolve()),
+                                  "parquet_info_path": str((out / "parquet_info" / f"{mode}.json").resolve())}}
+    stage1 = yaml.safe_load((out / "trainer" / "stage1.yaml").read_text())
+    stage2 = yaml.safe_load((out / "trainer" / "stage2.yaml").read_text())
+    assert set(stage1) == set(schema.MODE_KEYS) and set(stage2) == {"initial_full_learning", "improving_full_learning"}
+    for stage in (stage1, stage2):
+        for mode, group in stage.items():
+            assert list(group) == ["dataset_names", "image_transform_args", "vit_image_transform_args",
+                                   "is_mandatory", "num_used_data", "weight"]
+            assert group["weight"] == (1.0 if mode.endswith("_full_learning") else 0.5)
+            assert group["image_transform_args"] == {"image_stride": 16, "max_image_size": 1024, "min_image_size": 512}
+            assert group["vit_image_transform_args"] == {"image_stride": 14, "max_image_size": 980,
+                                                         "min_image_size": 378}
+            assert group["is_mandatory"] == ("understanding" not in mode)
+        for mode, shares in official_units_per_worker(stage, entries, gpus, workers).items():
+            assert min(shares) >= 1, f"{mode}: an empty worker would loop forever"
+    # 12 rows per mode: 2 files of 2 and 1 row groups, used equally often, and no more often than needed.
+    (used,) = stage1["initial_full_learning"]["num_used_data"]
+    assert used % 2 == 0 and used // 2 * 3 >= gpus * workers > (used // 2 - 1) * 3
+
+
+def test_a_flipped_byte_in_a_png_is_caught_without_decoding(handmade_dataset, tmp_path):
+    mode = "initial_full_learning"
+    path = handmade_dataset / "data" / mode / "train-00000-of-00001.parquet"
+    good = pq.read_table(path).column("image")[0].as_py()["bytes"]
+    check_image(good)
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x01
+    with pytest.raises(ExportError, match="CRC"):
+        check_image(bytes(bad))
+    with pytest.raises(ExportError, match="truncated"):
+        check_image(good[:-12])  # the IEND chunk is gone
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_sentence(handmade_dataset, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "curation.export", f"data={handmade_dataset}", "format=irg",
+                           "out=/proc/irgl-export"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: cannot create the export folder out=/proc/irgl-export")
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_fast_json_is_exactly_json_dumps(handmade_dataset):
+    """Images are spliced into the dump as text; any text, even one that looks like JSON, is still escaped."""
+    mode = schema.load("improving_full_learning")
+    row = pq.read_table(handmade_dataset / "data" / mode.mode).to_pylist()[0]
+    row["prompt"] = 'say "content": "" and \\ "content": "x" \n 漢字'
+    row["improving_thinking"] = '<think>{"role": "assistant", "content": ""}</think>'
+    fast = conversation_json(mode, row)
+    assert fast == json.dumps(conversation(mode, row), ensure_ascii=False)
+    assert [p["content"] for t in json.loads(fast) if t["role"] == A for p in t["content"] if p["type"] == "image"] == [
+        base64.b64encode(row[c]["bytes"]).decode() for c in ("initial_image", "improved_image")]

@@ -31,7 +31,7 @@ class OfflineTeacher(Teacher):
 
     async def improving_thinking(self, request: ImprovingThinkingRequest) -> TeacherOutput | Reject:
         def work():
-            initial, target = analyse(request.initial_image.pil()), analyse(request.target_image.pil())
+            initial, target = analyse(request.initial_image.pil()), analyse(request.hq_image.pil())
             return write_improving_thinking(request.prompt, request.initial_thinking, initial, target, request.seed)
 
         text, found = await asyncio.to_thread(work)

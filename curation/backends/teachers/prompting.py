@@ -201,7 +201,7 @@ class ChatTeacher(Teacher):
                                               images={"image"})
         self.improving_template = load_template(templates["improving_thinking"],
                                                 placeholders={"prompt", "initial_thinking"},
-                                                images={"initial_image", "target_image"})
+                                                images={"initial_image", "hq_image"})
         # Accounting over the run (`summary()`), printed when the backend closes.
         self.calls = 0
         self.prompt_tokens = 0
@@ -247,7 +247,7 @@ class ChatTeacher(Teacher):
     async def improving_thinking(self, request: ImprovingThinkingRequest) -> TeacherOutput | Reject:
         return await self._ask("improving_thinking", self.improving_template,
                                {"prompt": request.prompt, "initial_thinking": request.initial_thinking},
-                               {"initial_image": request.initial_image, "target_image": request.target_image},
+                               {"initial_image": request.initial_image, "hq_image": request.hq_image},
                                request.seed)
 
     async def _ask(self, stage: str, template: Template, values: dict[str, str], images: dict[str, ImageInput],

@@ -17,11 +17,10 @@ class ImprovingThinking(Stage):
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
         initial = await ctx.load_image_input(inputs["initial_image"])
-        target = await ctx.load_image_input(inputs["hq_image"])
+        hq = await ctx.load_image_input(inputs["hq_image"])
 
         def ask(seed: int):
-            request = ImprovingThinkingRequest(inputs["prompt"], inputs["improving_initial_thinking"], initial, target,
-                                               seed)
+            request = ImprovingThinkingRequest(inputs["prompt"], inputs["improving_initial_thinking"], initial, hq, seed)
             return ctx.backend.improving_thinking(request)
 
         return await ask_until_valid(self.name, "improving_thinking", ctx, ask, check_improving_thinking)
