@@ -9,12 +9,13 @@ emit: one pass over the outcomes into every mode's shards, then rejects, manifes
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -26,9 +27,11 @@ from curation.build.executor import Executor, RunStats, SampleWalker
 from curation.build.gates import Gates, GateSettings
 from curation.build.plan import Plan, PlanError, build_plan, plan_key
 from curation.build.samples import GATES, read_samples
+from curation.build.shared_store import is_url, open_store
 from curation.build.store import Store
 from curation.core.config import ConfigError, load_config, wants_help
 from curation.core.progress import Progress
+from curation.core.records import Sample
 from curation.core.schema import SchemaError
 from curation.publish import manifest
 from curation.publish.dataset import DatasetWriter, publish_manifest
@@ -76,8 +79,10 @@ def run(cfg: DictConfig) -> Path:
     plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images, with_checker=with_checker,
                       improving_initial_thinking=cfg.improving_initial_thinking, with_scorer=with_scorer)
     backends = build_backends(cfg, (s.role for s in plan.stages if s.role))
-    for backend in (source, *backends.values()):
-        backend.check()  # before any work: one clear sentence if a backend cannot run
+    # Before any work: one clear sentence if a backend cannot run. On Ray each walker actor runs
+    # these checks itself where the models will live (loading one here would only waste the GPU).
+    for backend in (source, *(backends.values() if cfg.executor.name == "local" else ())):
+        backend.check()
     identities = {"source": source.identity(), **{r: b.identity() for r, b in backends.items()}}
     stage_settings = OmegaConf.to_container(cfg.stages, resolve=True)
     key = plan_key(plan, identities, cfg.seed, {"stages": stage_settings, "gates": OmegaConf.to_container(cfg.gates)})
@@ -85,18 +90,23 @@ def run(cfg: DictConfig) -> Path:
     run_key = hashlib.sha256(f"{key}:{cfg.shard}/{cfg.num_shards}".encode()).hexdigest()[:32]
 
     writable_dir(out, "out")  # after the backends' checks: a run that cannot start leaves nothing behind
-    store = Store(writable_dir(Path(cfg.cache), "cache"))
+    cache = str(cfg.cache) if is_url(str(cfg.cache)) else writable_dir(Path(cfg.cache), "cache")
+    store = open_store(cache, cfg.executor.store)
     print(f"recipe {cfg.recipe.name}: shard {cfg.shard} of {cfg.num_shards}, output {out}", file=sys.stderr)
     print(plan.describe(), file=sys.stderr)
     try:
         store.clear_outcomes(run_key)  # every sample is walked again (reading the store): no stale outcome
         progress = make_progress(plan, cfg)
-        samples = read_samples(source, Gates(gate_settings, store), plan.n_source, shard=cfg.shard,
-                               num_shards=cfg.num_shards, workers=cfg.gates_workers, progress=progress)
-        walker = SampleWalker(plan, backends, store, run_seed=cfg.seed, run_key=run_key,
-                              stage_settings=stage_settings, progress=progress)
-        stats = asyncio.run(_run_and_close(Executor(walker, max_in_flight=cfg.run.max_in_flight), samples, backends))
-        accounting = {role: b.summary() for role, b in backends.items() if b.summary()}
+        if cfg.executor.name == "ray":
+            stats, accounting = walk_on_ray(cfg, plan, gate_settings, str(cache), run_key, stage_settings, progress)
+        else:
+            samples = read_samples(source, Gates(gate_settings, store), plan.n_source, shard=cfg.shard,
+                                   num_shards=cfg.num_shards, workers=cfg.gates_workers, progress=progress)
+            walker = SampleWalker(plan, backends, store, run_seed=cfg.seed, run_key=run_key,
+                                  stage_settings=stage_settings, progress=progress)
+            stats = asyncio.run(_run_and_close(Executor(walker, max_in_flight=cfg.run.max_in_flight), samples,
+                                               backends))
+            accounting = {role: b.summary() for role, b in backends.items() if b.summary()}
         doc = publish(out, plan, store, run_key, identities, cfg, stats, accounting, started)
     finally:
         store.close()
@@ -115,6 +125,26 @@ def make_progress(plan: Plan, cfg: DictConfig) -> Progress:
             users = [c for m, c in plan.modes.items() if stage.name in plan.mode_stages[m]]
             progress.set_total(stage.name, max(users) if users else plan.n_source)
     return progress
+
+
+def walk_on_ray(cfg: DictConfig, plan: Plan, gate_settings: GateSettings, store_url: str, run_key: str,
+                stage_settings: dict, progress: Progress) -> tuple[RunStats, dict]:
+    """`executor=ray`: the same walk on Ray Data (curation/build/ray_executor.py); needs the ray extra."""
+    from curation.build.ray_executor import RayExecutor, RaySettings
+
+    executor = RayExecutor(plan, make_backends=functools.partial(build_backends, cfg, [s.role for s in plan.stages
+                                                                                          if s.role]),
+                           read_samples=functools.partial(_gated_samples, cfg, plan.n_source, gate_settings),
+                           store_url=store_url, run_seed=cfg.seed, run_key=run_key, stage_settings=stage_settings,
+                           progress=progress, settings=RaySettings.from_config(cfg.executor))
+    result = executor.run()
+    return result.stats, result.accounting
+
+
+def _gated_samples(cfg: DictConfig, limit: int, gate_settings: GateSettings, store) -> Iterator[Sample]:
+    """This shard's samples through the gates, for Ray's read task (which has no progress lines)."""
+    return read_samples(build_backend("source", cfg.source), Gates(gate_settings, store), limit, shard=cfg.shard,
+                        num_shards=cfg.num_shards, workers=cfg.gates_workers)
 
 
 async def _run_and_close(executor: Executor, samples, backends: dict[str, Backend]) -> RunStats:
