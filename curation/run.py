@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from curation.backends.base import Backend, BackendUnavailable, Source
 from curation.backends.factory import build_backend, build_backends
+from curation.build.dedup_pass import KEYS_FILE, duplicates_of, keys_frame, write_keys
 from curation.build.executor import Executor, RunStats, SampleWalker
 from curation.build.gates import Gates, GateSettings
 from curation.build.plan import Plan, PlanError, build_plan, plan_key
@@ -166,12 +167,16 @@ def publish(out: Path, plan: Plan, store: Store, run_key: str, identities: dict,
                          role_of={s.name: s.role for s in plan.stages}, identities=identities)
     writer = DatasetWriter(out, plan.mode_stages, EmitSettings(**OmegaConf.to_container(cfg.emit)),
                            staging_name=f".staging-{run_key[:8]}")
+    keys, embeddings = keys_frame(store.iter_dedup_keys(run_key))
+    if cfg.num_shards > 1:  # curation.merge finds the duplicates across parts from every part's keys
+        write_keys(out / KEYS_FILE, keys, embeddings)
+    duplicates = duplicates_of(keys, embeddings, GateSettings.from_config(cfg.gates))
     checker = CheckerScores()
     quality = QualitySummary(plan.modes, plan.mode_stages,
                              {s: OmegaConf.to_container(cfg.stages).get(s, {}) for s in QUALITY_CHECKS})
     emit_started = time.monotonic()  # after the writers exist (loading the schemas imports `datasets`)
     outcomes = quality.observe(checker.observe(store.iter_outcomes(run_key)))
-    emit_outcomes(outcomes, emit_plan, writer, store.image_bytes)
+    emit_outcomes(outcomes, emit_plan, writer, store.image_bytes, duplicates)
     summaries = writer.finish()
     now = time.monotonic()
     account = RunAccount(backend_calls=stats.computed, cached=stats.cached, rejected=stats.rejected,

@@ -169,18 +169,26 @@ class StreamingDedupIndex:
         self._tables: list[dict[int, dict[int, str]]] = [defaultdict(dict) for _ in self._bands]
 
     def collides_with_smaller(self, row: DedupRow) -> bool:
+        return self.first_collision(row) is not None
+
+    def first_collision(self, row: DedupRow) -> Duplicate | None:
+        """The rule applied to the rows seen so far: the reason and the smallest seen original, or
+        None. Not None means the sample is a duplicate for good; the end-of-run pass, which sees
+        every row, may still name a smaller original (or an earlier reason) for it."""
         sample_id, prompt_key, image_sha256, phash = row
-        if prompt_key is not None and self._prompts.get(prompt_key, sample_id) < sample_id:
-            return True
-        if image_sha256 is not None and self._images.get(image_sha256, sample_id) < sample_id:
-            return True
+        for key, table, reason in ((prompt_key, self._prompts, PROMPT_DUPLICATE),
+                                   (image_sha256, self._images, IMAGE_DUPLICATE)):
+            if key is not None and table.get(key, sample_id) < sample_id:
+                return Duplicate(reason, table[key])
         if phash is None or self.max_distance is None:
-            return False
+            return None
+        best: tuple[str, int] | None = None
         for table, (lo, width) in zip(self._tables, self._bands):
             for other, first in table.get((phash >> lo) & ((1 << width) - 1), {}).items():
-                if first < sample_id and (other ^ phash).bit_count() <= self.max_distance:
-                    return True
-        return False
+                distance = (other ^ phash).bit_count()
+                if first < sample_id and distance <= self.max_distance and (best is None or (first, distance) < best):
+                    best = (first, distance)
+        return None if best is None else Duplicate(IMAGE_NEAR_DUPLICATE, best[0], best[1])
 
     def add(self, row: DedupRow) -> None:
         sample_id, prompt_key, image_sha256, phash = row

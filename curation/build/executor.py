@@ -77,7 +77,7 @@ class SampleWalker:
 
     async def walk(self, sample: Sample) -> Outcome:
         outcome = Outcome(sample.sample_id, sample.source_id, sample.index,
-                          lineage={"source": sample.lineage.get("source", {})})
+                          lineage={"source": sample.lineage.get("source", {})}, dedup=sample.dedup)
         stages = self.plan.stages_for(sample.index)
         self.stats.samples += 1
         if sample.reject is not None:

@@ -1,9 +1,12 @@
 """Gates: checks on each source row before any model is called.
 
-They run in source order, in the main stream, so that order-dependent checks (duplicates) are
-deterministic: the first admitted row of a group of duplicates wins, every later one is
-rejected with the id of the row it repeats. They turn a `SourceItem` into a `Sample` or a
-`Reject` with one of the named reasons below.
+They turn a `SourceItem` into a `Sample` (with its `reject` set when a check fails, one of the
+named reasons in `core/reasons.py`). Duplicates follow one rule over the whole run
+(`build/dedup.py`): among rows that passed the other checks, a row is a duplicate when one with a
+smaller sample id has the same prompt, the same image bytes or a near image; the smallest such id
+is named. While rows stream in, a row already certain to be a duplicate is turned away here (its
+model stages are skipped); the end-of-run pass over every row's keys decides the rest and which
+original each names, so the result depends neither on the order rows arrive in nor on sharding.
 
 Image policy. A source image is decoded fully once here (truncated files fail here, not in a
 trainer). Palette, alpha, CMYK, 16-bit, grey and EXIF-rotated images are normalised to plain
@@ -12,8 +15,9 @@ The source bytes are stored exactly as they are when they need no conversion and
 the trainer's bounds (IRGL: VAE side up to 1024); otherwise the normalised image is resized
 once to the bounds and encoded once, losslessly by default.
 
-Sharding: gates see only this process's shard (`build.samples.read_samples` filters first), so with
-`num_shards > 1` duplicates are found within a shard, not across shards.
+Sharding: gates see only this process's shard (`build.samples.read_samples` filters first); the
+duplicates across shards are found by `curation.merge`, which runs the same pass over every
+part's keys.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from curation.backends.base import SourceItem
 from curation.core.config import ConfigError
 from curation.core.images import ImageRef
 from curation.core.records import Reject, Sample
+from curation.build.dedup import DedupRow, StreamingDedupIndex
 from curation.build.store import Store
 
 from curation.core.reasons import (
@@ -64,6 +69,9 @@ class GateSettings:
     png_compress_level: int = 6  # 1 encodes ~4x faster, ~20% larger
     near_duplicate_distance: int | None = 4  # perceptual-hash bits; None turns the check off
     hash_size: int = 8  # perceptual hash of hash_size**2 bits
+    # Cosine similarity of the high-quality images' embeddings (a scorer makes them) at or above
+    # which a larger sample id is a `semantic_duplicate`; None turns the check off.
+    semantic_duplicate_similarity: float | None = None
 
     def __post_init__(self):
         if self.min_side > self.max_side:
@@ -87,42 +95,6 @@ class GateSettings:
 def normalise_prompt(prompt: str) -> str:
     """The form two prompts are compared in: NFC, case-folded, runs of white space as one space."""
     return _SPACE.sub(" ", unicodedata.normalize("NFC", prompt)).strip().casefold()
-
-
-class NearDuplicateIndex:
-    """Earlier perceptual hashes, searchable by Hamming distance (multi-index hashing).
-
-    The hash is cut into `max_distance + 1` chunks. Two hashes within `max_distance` bits of
-    each other agree exactly on at least one chunk (pigeonhole), so only hashes that share a
-    chunk are compared: a few dictionary look-ups instead of a scan of every earlier image.
-    """
-
-    def __init__(self, bits: int, max_distance: int):
-        self.max_distance = max_distance
-        n = max_distance + 1
-        edges = [round(i * bits / n) for i in range(n + 1)]
-        self._chunks = [(lo, (1 << (hi - lo)) - 1) for lo, hi in zip(edges, edges[1:])]
-        self._tables: list[dict[int, list[int]]] = [{} for _ in self._chunks]
-        self._hashes: list[int] = []
-        self._labels: list[str] = []
-
-    def find(self, value: int) -> tuple[str, int] | None:
-        """The earliest added hash within the distance, as (label, distance)."""
-        candidates: set[int] = set()
-        for table, (shift, mask) in zip(self._tables, self._chunks):
-            candidates.update(table.get((value >> shift) & mask, ()))
-        for i in sorted(candidates):
-            distance = (self._hashes[i] ^ value).bit_count()
-            if distance <= self.max_distance:
-                return self._labels[i], distance
-        return None
-
-    def add(self, value: int, label: str) -> None:
-        i = len(self._hashes)
-        self._hashes.append(value)
-        self._labels.append(label)
-        for table, (shift, mask) in zip(self._tables, self._chunks):
-            table.setdefault((value >> shift) & mask, []).append(i)
 
 
 @dataclass(frozen=True)
@@ -151,14 +123,17 @@ class Gates:
     def __init__(self, settings: GateSettings, store: Store):
         self.settings = settings
         self.store = store
-        self._prompts: dict[str, str] = {}  # normalised-prompt hash -> source id of the first row
-        self._images: dict[str, str] = {}  # source-bytes sha256 -> source id of the first row
-        self._near = (NearDuplicateIndex(settings.hash_size ** 2, settings.near_duplicate_distance)
-                      if settings.near_duplicate_distance is not None else None)
+        # Duplicates already certain from the rows seen so far (a smaller id collides): their model
+        # stages are skipped. Which original each names is settled by the end-of-run pass
+        # (build/dedup.py), over every row of the run, so the answer does not depend on the order
+        # rows arrive in, on sharding or on the executor.
+        self._dedup = StreamingDedupIndex(max_distance=settings.near_duplicate_distance,
+                                          bits=settings.hash_size ** 2)
 
     def admit(self, item: SourceItem, sample_id: str, index: int) -> Sample | Reject:
         """The decision for one row: its sample, or why it is turned away."""
-        return self.decide(item, self.inspect(item), sample_id, index)
+        sample = self.decide(item, self.inspect(item), sample_id, index)
+        return sample.reject or sample
 
     def admit_all(self, rows: Iterable[tuple[SourceItem, str, int]], *, workers: int = 1,
                   window: int = 64) -> Iterator[Sample]:
@@ -173,7 +148,7 @@ class Gates:
         """
         if workers <= 1:
             for item, sample_id, index in rows:
-                yield self._sample(item, self.admit(item, sample_id, index), sample_id, index)
+                yield self.decide(item, self.inspect(item), sample_id, index)
             return
         pending: deque = deque()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gates") as pool:
@@ -186,13 +161,7 @@ class Gates:
 
     def _decide_next(self, pending: deque) -> Sample:
         (item, sample_id, index), future = pending.popleft()
-        return self._sample(item, self.decide(item, future.result(), sample_id, index), sample_id, index)
-
-    @staticmethod
-    def _sample(item: SourceItem, admitted: Sample | Reject, sample_id: str, index: int) -> Sample:
-        if isinstance(admitted, Reject):
-            return Sample(sample_id, item.source_id, index, fields={}, reject=admitted)
-        return admitted
+        return self.decide(item, future.result(), sample_id, index)
 
     def inspect(self, item: SourceItem) -> _Inspection | Reject:
         """Everything about one row that does not depend on other rows (thread-safe)."""
@@ -207,40 +176,32 @@ class Gates:
         if isinstance(checked, Reject):
             return checked
         phash = None
-        if self._near is not None:
+        if self.settings.near_duplicate_distance is not None:
             phash = int(str(imagehash.phash(checked.rgb, hash_size=self.settings.hash_size)), 16)
         stored, ref, lineage = self._prepare_image(item.image, checked)
         return _Inspection(prompt=prompt, bytes_key=images.sha256(item.image), phash=phash,
                            stored=stored, ref=ref, image_lineage=lineage)
 
-    def decide(self, item: SourceItem, seen: _Inspection | Reject, sample_id: str, index: int) -> Sample | Reject:
-        """The order-dependent part: duplicates against the rows admitted before this one."""
+    def decide(self, item: SourceItem, seen: _Inspection | Reject, sample_id: str, index: int) -> Sample:
+        """The order-dependent part: duplicates against the rows seen before this one. Every row
+        that passed the per-row checks carries its dedup keys (a duplicate too: the rule counts it
+        as an original for larger ids), so the end-of-run pass sees them all."""
         if isinstance(seen, Reject):
-            return seen
-        # Duplicates last: a row is only ever a duplicate of a row that was admitted.
+            return Sample(sample_id, item.source_id, index, fields={}, reject=seen)
         prompt_key = hashlib.sha256(normalise_prompt(seen.prompt).encode()).hexdigest()
-        if prompt_key in self._prompts:
-            return Reject(STAGE, PROMPT_DUPLICATE, f"same prompt as {self._prompts[prompt_key]}")
-        if seen.bytes_key is not None:
-            if seen.bytes_key in self._images:
-                return Reject(STAGE, IMAGE_DUPLICATE, f"same image bytes as {self._images[seen.bytes_key]}")
-            if seen.phash is not None:
-                match = self._near.find(seen.phash)
-                if match is not None:
-                    return Reject(STAGE, IMAGE_NEAR_DUPLICATE,
-                                  f"perceptual hash {match[1]} bits from {match[0]} "
-                                  f"(threshold {self.settings.near_duplicate_distance})")
+        keys = DedupRow(sample_id, prompt_key, seen.bytes_key, seen.phash)
+        duplicate = self._dedup.first_collision(keys)
+        self._dedup.add(keys)
+        if duplicate is not None:
+            return Sample(sample_id, item.source_id, index, fields={}, dedup=keys,
+                          reject=duplicate.to_reject(self.settings.near_duplicate_distance))
 
         fields: dict[str, Any] = {"prompt": seen.prompt.strip()}
         source_lineage: dict[str, Any] = dict(item.meta)
         if seen.bytes_key is not None:
             fields["hq_image"] = self.store.put_image_bytes(seen.stored, seen.ref)
             source_lineage["gates"] = seen.image_lineage
-            self._images[seen.bytes_key] = item.source_id
-            if seen.phash is not None:
-                self._near.add(seen.phash, item.source_id)
-        self._prompts[prompt_key] = item.source_id
-        return Sample(sample_id=sample_id, source_id=item.source_id, index=index, fields=fields,
+        return Sample(sample_id=sample_id, source_id=item.source_id, index=index, fields=fields, dedup=keys,
                       lineage={"source": source_lineage} if source_lineage else {})
 
     # ------------------------------------------------------------------ prompts

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from curation.core import images
 from curation.core.images import ImageRef
-from curation.core.records import Outcome, Reject, StageOutput, result_from_json
+from curation.core.records import Outcome, Reject, StageOutput, dedup_from_json, result_from_json
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -84,6 +84,19 @@ class Store:
             rows = reader.execute("SELECT value FROM outcomes WHERE plan_key = ? ORDER BY sample_id", (run_key,))
             for (value,) in rows:
                 yield Outcome.from_json(json.loads(value))
+        finally:
+            reader.close()
+
+    def iter_dedup_keys(self, run_key: str) -> Iterator[tuple[tuple, str | None]]:
+        """Each outcome's dedup keys (when it has them) and its `hq_image_embedding` (or None), read
+        by SQLite itself from the stored JSON: the end-of-run dedup pass parses no whole outcome."""
+        reader = sqlite3.connect(self.root / "store.sqlite", timeout=60, isolation_level=None)
+        try:
+            rows = reader.execute("SELECT sample_id, json_extract(value, '$.dedup'), "
+                                  "json_extract(value, '$.fields.hq_image_embedding') FROM outcomes "
+                                  "WHERE plan_key = ? AND json_extract(value, '$.dedup') IS NOT NULL", (run_key,))
+            for sample_id, keys, embedding in rows:
+                yield dedup_from_json(sample_id, json.loads(keys)), embedding
         finally:
             reader.close()
 

@@ -80,6 +80,9 @@ class Sample:
     fields: dict[str, Any]
     lineage: dict[str, Any] = field(default_factory=dict)
     reject: Reject | None = None
+    #: (sample_id, prompt_key, image_sha256, phash) for rows that passed the per-row gates: what the
+    #: end-of-run dedup pass (build/dedup.py) compares; None for rows turned away before that.
+    dedup: tuple | None = None
 
 
 @dataclass
@@ -97,6 +100,7 @@ class Outcome:
     fields: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
     rejects: dict[str, Reject] = field(default_factory=dict)
+    dedup: tuple | None = None  # the sample's dedup keys (see Sample.dedup)
 
     def first_reject(self, stage_names: Iterable[str]) -> Reject | None:
         """The gates' reject, else the first of `stage_names` (in order) that rejected the sample."""
@@ -108,10 +112,26 @@ class Outcome:
     def to_json(self) -> dict:
         return {"sample_id": self.sample_id, "source_id": self.source_id, "index": self.index,
                 "fields": {k: encode_value(v) for k, v in self.fields.items()}, "lineage": self.lineage,
-                "rejects": {k: r.to_json() for k, r in self.rejects.items()}}
+                "rejects": {k: r.to_json() for k, r in self.rejects.items()},
+                "dedup": None if self.dedup is None else dedup_to_json(self.dedup)}
 
     @classmethod
     def from_json(cls, data: dict) -> "Outcome":
         return cls(sample_id=data["sample_id"], source_id=data["source_id"], index=data["index"],
                    fields={k: decode_value(v) for k, v in data["fields"].items()}, lineage=data["lineage"],
-                   rejects={k: result_from_json(r) for k, r in data["rejects"].items()})
+                   rejects={k: result_from_json(r) for k, r in data["rejects"].items()},
+                   dedup=dedup_from_json(data["sample_id"], data.get("dedup")))
+
+
+def dedup_to_json(keys: tuple) -> dict:
+    """Dedup keys as JSON; the 64-bit perceptual hash as hex (JSON readers such as SQLite's hold
+    integers as signed 64-bit, or as floats, and would change it)."""
+    _, prompt_key, image_sha256, phash = keys
+    return {"prompt_key": prompt_key, "image_sha256": image_sha256, "phash": None if phash is None else f"{phash:x}"}
+
+
+def dedup_from_json(sample_id: str, data: dict | None) -> tuple | None:
+    if data is None:
+        return None
+    phash = data.get("phash")
+    return (sample_id, data.get("prompt_key"), data.get("image_sha256"), None if phash is None else int(phash, 16))

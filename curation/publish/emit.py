@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +25,7 @@ from curation import __version__
 from curation.core import schema
 from curation.core.images import ImageRef
 from curation.core.paths import templates_dir
-from curation.core.records import Outcome
+from curation.core.records import Outcome, Reject
 
 VALIDATE = "validate"
 _UMASK = os.umask(0)
@@ -280,8 +280,12 @@ class EmitPlan:
 
 
 def emit_outcomes(outcomes: Iterable[Outcome], plan: EmitPlan, writer: "DatasetSink",
-                  image_bytes: Callable[[ImageRef], bytes]) -> None:
-    """Every outcome, read once, into every mode that takes its sample (rows or rejects)."""
+                  image_bytes: Callable[[ImageRef], bytes], duplicates: Mapping[str, Reject] | None = None) -> None:
+    """Every outcome, read once, into every mode that takes its sample (rows or rejects).
+
+    `duplicates` are the end-of-run dedup pass's gates rejects by sample id: they overrule
+    whatever the sample's stages made (a duplicate is rejected in every mode)."""
+    duplicates = duplicates or {}
     questions = load_questions()
     lineage = LineageWriter(plan.identities, plan.role_of, {"questions": questions["version"]})
     columns = {mode: column_plans(schema.load(mode), questions) for mode in plan.modes}
@@ -301,7 +305,7 @@ def emit_outcomes(outcomes: Iterable[Outcome], plan: EmitPlan, writer: "DatasetS
             if outcome.index >= count:
                 continue
             stages = plan.mode_stages[mode]
-            failed = outcome.first_reject(stages)
+            failed = duplicates.get(outcome.sample_id) or outcome.first_reject(stages)
             if failed is not None:
                 writer.reject(mode, outcome, failed.stage, failed.reason, failed.detail)
                 continue

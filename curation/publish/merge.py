@@ -8,11 +8,14 @@ sample-id order; the same shard writer as a single-process run then makes the sa
 from __future__ import annotations
 
 import heapq
+import itertools
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow.parquet as pq
 
+from curation.build.dedup_pass import KEYS_FILE, duplicates_of, read_keys
+from curation.build.gates import GateSettings
 from curation.publish import manifest
 from curation.publish.dataset import REJECTS, DatasetWriter, publish_manifest
 from curation.publish.emit import EmitSettings
@@ -55,15 +58,23 @@ def merge(out: Path) -> Path:
     for doc in docs[1:]:
         if list(doc.modes) != modes or doc.recipe != first.recipe:
             raise MergeError("the parts were built by different recipes; merge only parts of one run")
+    missing = [str(p) for p in parts if not (p / KEYS_FILE).is_file()]
+    if missing:
+        raise MergeError(f"{', '.join(missing)} hold no {KEYS_FILE}: rebuild those parts with this version")
+    # Duplicates across parts: the run's own dedup pass, over every part's keys.
+    duplicates = duplicates_of(*read_keys([p / KEYS_FILE for p in parts]), GateSettings.from_config(first.config["gates"]))
     writer = DatasetWriter(out, {m: tuple(first.modes[m].stages) for m in modes},
                            EmitSettings(**first.config["emit"]), staging_name=".staging-merge")
+    turned_away: dict[str, tuple[str, set[str]]] = {}  # duplicate accepted in its part -> (source id, modes)
     for mode in modes:
         rows = heapq.merge(*(_rows(p / "data" / mode, "train-*.parquet") for p in parts),
                            key=lambda r: r["sample_id"])
         for row in rows:
-            writer.accept(mode, row)
-    # A sample belongs to one part, so equal sample ids come from one part, in its own order.
-    for row in heapq.merge(*(_rows(p / REJECTS.parent, REJECTS.name) for p in parts), key=lambda r: r["sample_id"]):
+            if row["sample_id"] in duplicates:
+                turned_away.setdefault(row["sample_id"], (row["source_id"], set()))[1].add(mode)
+            else:
+                writer.accept(mode, row)
+    for row in _rejects(parts, modes, duplicates, turned_away):
         writer.reject_row(row)
     summaries = writer.finish()
     for s in summaries:
@@ -73,6 +84,26 @@ def merge(out: Path) -> Path:
                              f"{s.accepted} rows and {s.rejected} rejects")
     publish_manifest(out, merged_manifest(docs, summaries))
     return out
+
+
+def _rejects(parts: list[Path], modes: list[str], duplicates: dict, turned_away: dict) -> Iterator[dict]:
+    """The parts' rejects in the order one process writes them (sample id, then mode), a duplicate's
+    rows replaced by the merged pass's reject in every mode that took the sample."""
+    # A sample belongs to one part, so equal sample ids come from one part, in its own order.
+    stored = heapq.merge(*(_rows(p / REJECTS.parent, REJECTS.name) for p in parts), key=lambda r: r["sample_id"])
+    groups = ((sid, list(rows)) for sid, rows in itertools.groupby(stored, key=lambda r: r["sample_id"]))
+    only_accepted = ((sid, []) for sid in sorted(turned_away))
+    for sid, both in itertools.groupby(heapq.merge(groups, only_accepted, key=lambda g: g[0]), key=lambda g: g[0]):
+        rows = [row for _, group in both for row in group]
+        if sid not in duplicates:
+            yield from rows
+            continue
+        source_id, taken = turned_away.get(sid, (rows[0]["source_id"] if rows else None, set()))
+        taken = taken | {row["mode"] for row in rows}
+        reject = duplicates[sid]
+        for mode in (m for m in modes if m in taken):
+            yield {"mode": mode, "sample_id": sid, "source_id": source_id, "stage": reject.stage,
+                   "reason": reject.reason, "detail": reject.detail}
 
 
 def merged_manifest(docs: list[Manifest], summaries: list[ModeSummary]) -> Manifest:

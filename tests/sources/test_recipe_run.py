@@ -45,8 +45,12 @@ def distinct_world_rows(count: int) -> list[tuple[str, Image.Image]]:
     return rows
 
 
-def build_rows() -> tuple[list[dict], dict[int, str], dict[int, str]]:
-    """Rows of the dataset; bad row index -> its gate reason; normalised row index -> its conversion."""
+DUPLICATES = {"prompt_duplicate": (0, 1), "image_duplicate": (60, 61), "image_near_duplicate": (70, 71)}
+
+
+def build_rows() -> tuple[list[dict], dict[int, str], dict[int, str], dict[int, int]]:
+    """Rows of the dataset; bad row index -> its gate reason; normalised row index -> its conversion;
+    duplicate row index -> the row index of the good row it repeats."""
     world = distinct_world_rows(208)
     good = [(p, encode(img)) for p, img in world[:200]]
     spare = world[200:]  # images for bad rows whose image itself is fine
@@ -96,9 +100,10 @@ def build_rows() -> tuple[list[dict], dict[int, str], dict[int, str]]:
         ("image_missing", "another prompt without one", None),
     ]
     assert len(bad) == 26 and len({r for r, _, _ in bad}) == 13  # every kind the issue lists, twice
-    rows, bad_at, normalised_at = [], {}, {}
+    rows, bad_at, normalised_at, row_of_good = [], {}, {}, {}
     bad_iter = iter(bad)
     for i, (prompt, data) in enumerate(good):
+        row_of_good[i] = len(rows)
         rows.append({"caption": prompt, "image": {"bytes": data, "path": None}})
         if i in normalised:
             normalised_at[len(rows) - 1] = normalised[i][1]
@@ -108,11 +113,17 @@ def build_rows() -> tuple[list[dict], dict[int, str], dict[int, str]]:
                 bad_at[len(rows)] = reason
                 rows.append({"caption": prompt, "image": None if data is None else {"bytes": data, "path": None}})
     assert len(bad_at) == len(bad)
-    return rows, bad_at, normalised_at
+    seen: dict[str, int] = {}
+    repeats = {}
+    for row, reason in sorted(bad_at.items()):
+        if reason in DUPLICATES:
+            repeats[row] = row_of_good[DUPLICATES[reason][seen.get(reason, 0)]]
+            seen[reason] = seen.get(reason, 0) + 1
+    return rows, bad_at, normalised_at, repeats
 
 
 def test_hf_recipe_run_passes_exactly_the_good_rows_through_the_gates(tmp_path):
-    rows, bad_at, normalised_at = build_rows()
+    rows, bad_at, normalised_at, repeats = build_rows()
     folder = tmp_path / "dataset"
     folder.mkdir()
     features = datasets.Features({"caption": datasets.Value("string"), "image": datasets.Image()})
@@ -125,8 +136,19 @@ def test_hf_recipe_run_passes_exactly_the_good_rows_through_the_gates(tmp_path):
                 f"out={tmp_path / 'ds'}", f"cache={tmp_path / 'cache'}", "run.progress_interval_s=600"])
 
     rejects = pq.read_table(out / "rejects" / "rejects.parquet").to_pylist()
-    at_gates = {r["source_id"]: r["reason"] for r in rejects if r["mode"] == MODE and r["stage"] == "gates"}
-    assert at_gates == {f"train:{i}": reason for i, reason in bad_at.items()}
+    at_gates = {r["source_id"]: r for r in rejects if r["mode"] == MODE and r["stage"] == "gates"}
+    sample_ids = {r["source_id"]: r["sample_id"] for r in rejects}
+    for path in sorted((out / "data" / MODE).glob("*.parquet")):
+        sample_ids.update(zip(*pq.read_table(path, columns=["source_id", "sample_id"]).to_pydict().values()))
+    # Of each planted duplicate and the good row it repeats, the larger sample id is the duplicate
+    # (the rule does not depend on which came first in the file) and names the other.
+    bad_at = dict(bad_at)
+    for row, original in repeats.items():
+        reason = bad_at.pop(row)
+        kept, dropped = sorted((f"train:{row}", f"train:{original}"), key=sample_ids.get)
+        bad_at[int(dropped.split(":")[1])] = reason
+        assert sample_ids[kept] in at_gates[dropped]["detail"]
+    assert {s: r["reason"] for s, r in at_gates.items()} == {f"train:{i}": reason for i, reason in bad_at.items()}
 
     summary = manifest.read(out)["modes"][MODE]
     assert summary["sourced"] == n == summary["accepted"] + summary["rejected"]
