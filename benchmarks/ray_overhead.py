@@ -46,7 +46,7 @@ def timed(*overrides: str) -> tuple[float, Path]:
 
 
 def offline(tmp: Path, sizes: list[int]) -> None:
-    print(f"\n1. offline world, recipe=all (every stage cheap CPU work)")
+    print("\n1. offline world, recipe=all (every stage cheap CPU work)")
     print(f"{'executor':>10} {'n':>6} {'seconds':>8} {'samples/s':>10} {'backend calls':>14}")
     seconds: dict[str, dict[int, float]] = {"local": {}, "ray": {}}
     for n in sizes:

@@ -43,12 +43,9 @@ from curation.core.images import ImageRef
 from curation.core.records import Reject, Sample
 from curation.build.dedup import DedupRow, StreamingDedupIndex
 from curation.build.store import Store
-
 from curation.core.reasons import (
-    STAGE, ROW_UNREADABLE, IMAGE_MISSING, CAPTION_MISSING, PROMPT_MISSING, PROMPT_NOT_TEXT,
-    PROMPT_EMPTY, PROMPT_TOO_LONG, PROMPT_DUPLICATE, IMAGE_UNDECODABLE, IMAGE_TRUNCATED,
-    IMAGE_DECOMPRESSION_BOMB, IMAGE_TOO_SMALL, IMAGE_ASPECT_RATIO, IMAGE_DUPLICATE,
-    IMAGE_NEAR_DUPLICATE,
+    IMAGE_ASPECT_RATIO, IMAGE_DECOMPRESSION_BOMB, IMAGE_TOO_SMALL, IMAGE_TRUNCATED, IMAGE_UNDECODABLE, PROMPT_EMPTY,
+    PROMPT_MISSING, PROMPT_NOT_TEXT, PROMPT_TOO_LONG, STAGE,
 )
 
 # C0/C1 control characters other than tab and newlines, and U+FFFD (the mark a failed decode

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +32,7 @@ from curation.build.store import Store
 from curation.core import images
 from curation.core.config import ConfigError
 from curation.core.images import ImageRef
+from curation.core.files import write_bytes_atomic
 from curation.core.records import Outcome, Reject, StageOutput, result_from_json
 
 STORE_KINDS = ("sqlite", "shared")
@@ -145,16 +145,7 @@ class SharedStore:
         if not self._local:
             self.fs.pipe_file(path, data)  # one PUT: atomic on object stores
             return
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(path, data)
 
 
 def _json_bytes(value: dict) -> bytes:

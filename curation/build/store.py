@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from curation.core import images
+from curation.core.files import write_bytes_atomic
 from curation.core.images import ImageRef
 from curation.core.records import Outcome, Reject, StageOutput, dedup_from_json, result_from_json
 
@@ -110,15 +110,7 @@ class Store:
         ref = ref or images.probe(data)
         path = self._image_path(ref.sha256, ref.format)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_bytes_atomic(path, data)
         return ref
 
     def image_bytes(self, ref: ImageRef) -> bytes:
