@@ -16,6 +16,7 @@ import yaml
 from curation.publish import emit
 
 from curation.core import schema
+from curation.publish import quality_figures
 from curation.publish.figures import SAVED, STAGE_ROLES, Stats, collect, funnel, plots, saved, stage_order
 
 OFFLINE_PREFIX = "offline-world/"
@@ -79,7 +80,8 @@ def render(doc: dict, stats: Stats | None = None, assets: list[str] | tuple[str,
     lines += ["## How to load", "", "```python", "import datasets",
               f"ds = datasets.load_dataset(\"<this repo or folder>\", \"{modes[0]}\", split=\"train\")", "```", ""]
     lines += _build_section(doc) + _columns_section(modes) + _rejects_section(doc, assets)
-    lines += _data_section(doc, stats, assets) + _lineage_section(doc, stats)
+    lines += _data_section(doc, stats, assets) + quality_figures.card_lines(doc.get("quality"), assets, ASSETS)
+    lines += _lineage_section(doc, stats)
     lines += ["## Citation", "", "The learning modes and the data format follow the IRG paper:", "",
               "```bibtex", CITATION, "```", ""]
     return "\n".join(lines)

@@ -40,6 +40,7 @@ from PIL import Image
 
 from curation.build.stages import ALL_STAGES
 from curation.core import schema
+from curation.publish import quality_figures
 from curation.publish import emit
 
 THINKING_COLUMNS = ("initial_thinking", "improving_thinking")
@@ -323,6 +324,7 @@ def plots(doc: dict, stats: Stats | None) -> dict[str, bytes]:
             png = draw(stats)
             if png is not None:
                 out[name] = png
+    out.update(quality_figures.plots(doc.get("quality")))  # score histograms per mode, accept rate per check
     return out
 
 

@@ -186,7 +186,7 @@ def plots(summary: Mapping | None) -> dict[str, bytes]:
     return out
 
 
-def card_lines(summary: Mapping | None, assets: Iterable[str] = ()) -> list[str]:
+def card_lines(summary: Mapping | None, assets: Iterable[str] = (), folder: str = "assets") -> list[str]:
     """Markdown for the card: one table of checks (checked, accept rate, rejects by reason) and the figures."""
     if not summary:
         return []
@@ -201,5 +201,5 @@ def card_lines(summary: Mapping | None, assets: Iterable[str] = ()) -> list[str]
     lines.append("")
     for name in sorted(assets):
         if name.startswith("quality_"):
-            lines += [f"![{name[:-4]}]({name})", ""]
+            lines += [f"![{name[:-4]}]({folder}/{name})", ""]
     return lines

@@ -72,7 +72,7 @@ def test_figures_and_card_lines_are_reproducible():
         Image.open(io.BytesIO(data)).verify()
     lines = quality_figures.card_lines(summary(), first)
     assert "| initial_full_learning | hq_image_quality | 4 | 75.0% | low_alignment: 1 |" in lines
-    assert "![quality_accept_rate](quality_accept_rate.png)" in lines
+    assert "![quality_accept_rate](assets/quality_accept_rate.png)" in lines
 
 
 def test_histograms_in_bounded_memory_keep_exact_counts_and_extremes():
