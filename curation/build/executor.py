@@ -73,7 +73,9 @@ class SampleWalker:
         self.limits = {role: asyncio.Semaphore(max(1, b.concurrency)) for role, b in backends.items()}
         self.stats = RunStats()
         self._in_flight: dict[str, asyncio.Future] = {}  # keys being computed now
-        self._computed_this_run: set[str] = set()
+        # Transient rejects made by this run: another sample with the same key reads them as they
+        # are instead of asking again. Only those are kept (rare), so memory does not grow with n.
+        self._transient_this_run: set[str] = set()
 
     async def walk(self, sample: Sample) -> Outcome:
         outcome = Outcome(sample.sample_id, sample.source_id, sample.index,
@@ -119,7 +121,7 @@ class SampleWalker:
 
         result = self.store.get_result(key)
         # A transient reject (server error after the last retry) is retried by the next run.
-        stale = isinstance(result, Reject) and result.transient and key not in self._computed_this_run
+        stale = isinstance(result, Reject) and result.transient and key not in self._transient_this_run
         if result is not None and not stale:
             self._count(stage.name, "cached", result)
             return result, key, seed
@@ -141,7 +143,8 @@ class SampleWalker:
             if isinstance(result, Reject) and result.stage != stage.name:
                 result = replace(result, stage=stage.name)  # a stage stamps its own rejects
             self.store.put_result(key, stage.name, result)
-            self._computed_this_run.add(key)
+            if isinstance(result, Reject) and result.transient:
+                self._transient_this_run.add(key)
             future.set_result(result)
         except BaseException as exc:
             future.set_exception(exc)
