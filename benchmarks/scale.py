@@ -30,12 +30,15 @@ sys.path.insert(0, str(REPO))
 
 from curation.publish.emit import PARQUET_SETTINGS  # noqa: E402
 
-# The child reports its own peak RSS (ru_maxrss is KiB on Linux) once the run has returned.
+# The child reports its own peak RSS once the run has returned: VmHWM, the high-water mark of its
+# own memory map. (Not ru_maxrss: Linux carries it across exec from the forked parent, so a child
+# of a benchmark that has just read big shards would report the parent's size.)
 CHILD = """
-import resource, sys, json
+import sys, json
 from curation.run import main
 main(sys.argv[1:])
-print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"maxrss_mb": hwm / 1024}))
 """
 
 
