@@ -20,7 +20,7 @@ from typing import Any
 from curation.core import schema
 from curation.core.records import Outcome
 from curation.publish import card, manifest
-from curation.publish.emit import EmitSettings, RejectsWriter, ShardWriter, replace_dir
+from curation.publish.emit import EmitSettings, RejectsWriter, ShardWriter, WriteBehind, replace_dir
 from curation.publish.manifest import Manifest, ModeSummary
 
 REJECTS = Path("rejects") / "rejects.parquet"
@@ -34,8 +34,10 @@ class DatasetWriter:
         shutil.rmtree(self.staging, ignore_errors=True)  # leftovers of a publish that was killed
         self.summaries = {mode: ModeSummary(mode, stages=list(stages)) for mode, stages in mode_stages.items()}
         shard_bytes = int(settings.shard_size_mb * 1024 * 1024)
+        self._io = WriteBehind()  # every mode's row groups, written while the next rows are built
         self._shards = {mode: ShardWriter(self.staging / "data" / mode, schema.load(mode).arrow_schema(),
-                                          shard_bytes=shard_bytes, row_group_rows=settings.row_group_rows)
+                                          shard_bytes=shard_bytes, row_group_rows=settings.row_group_rows,
+                                          write_behind=self._io)
                         for mode in mode_stages}
         self._rejects = RejectsWriter(self.staging / REJECTS)
 
@@ -59,8 +61,11 @@ class DatasetWriter:
     def finish(self) -> list[ModeSummary]:
         """Close every writer and move the shards and the rejects table into place."""
         self._rejects.close()
-        for mode, writer in self._shards.items():
-            self.summaries[mode].shards = [{**s, "file": f"data/{mode}/{s['file']}"} for s in writer.close()]
+        try:
+            for mode, writer in self._shards.items():
+                self.summaries[mode].shards = [{**s, "file": f"data/{mode}/{s['file']}"} for s in writer.close()]
+        finally:
+            self._io.close()
         for mode in self._shards:
             replace_dir(self.staging / "data" / mode, self.out / "data" / mode)
         replace_dir(self.staging / REJECTS.parent, self.out / REJECTS.parent)

@@ -13,6 +13,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol
@@ -148,15 +151,47 @@ def row_nbytes(row: dict[str, Any]) -> int:
 # ----------------------------------------------------------------------------- shards
 
 
+class WriteBehind:
+    """Parquet writes on one thread of their own, in the order they were asked for, at most `depth`
+    waiting: compressing and writing a row group releases the GIL, so the next rows are built
+    meanwhile. The files are the same as with direct writes (same tables, same order per file)."""
+
+    def __init__(self, depth: int = 4):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-write")
+        self._room = threading.Semaphore(depth)
+        self._pending: deque[Future] = deque()
+
+    def submit(self, fn: Callable, *args, **kwargs) -> None:
+        self._room.acquire()
+        future = self._pool.submit(fn, *args, **kwargs)
+        future.add_done_callback(lambda _: self._room.release())
+        self._pending.append(future)
+        while self._pending and self._pending[0].done():
+            self._pending.popleft().result()  # a failed write surfaces at the next one
+
+    def drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 class ShardWriter:
     """Rows (already in sample-id order) → `train-XXXXX-of-YYYYY.parquet` under a folder.
 
     A shard closes when its rows pass `shard_bytes`; row groups hold `row_group_rows` rows so a
     streaming reader holds little in memory. Shard names carry the final count, so they are
-    written under temporary names first and renamed when the count is known.
+    written under temporary names first and renamed when the count is known. With `write_behind`
+    the row groups are written by its thread while the caller builds the next rows.
     """
 
-    def __init__(self, folder: Path, arrow_schema: pa.Schema, *, shard_bytes: int, row_group_rows: int):
+    def __init__(self, folder: Path, arrow_schema: pa.Schema, *, shard_bytes: int, row_group_rows: int,
+                 write_behind: WriteBehind | None = None):
+        self._io = write_behind
         self.folder = folder
         self.schema = arrow_schema
         self.shard_bytes = shard_bytes
@@ -184,12 +219,18 @@ class ShardWriter:
     def _flush(self) -> None:
         if self._buffer:
             table = pa.Table.from_pylist(self._buffer, schema=self.schema)
-            self._writer.write_table(table, row_group_size=self.row_group_rows)
+            self._run(self._writer.write_table, table, row_group_size=self.row_group_rows)
             self._buffer = []
+
+    def _run(self, fn: Callable, *args, **kwargs) -> None:
+        if self._io is None:
+            fn(*args, **kwargs)
+        else:
+            self._io.submit(fn, *args, **kwargs)
 
     def _close_shard(self) -> None:
         self._flush()
-        self._writer.close()
+        self._run(self._writer.close)
         path, _ = self._parts[-1]
         self._parts[-1] = (path, self._shard_rows)
         self._writer, self._shard_rows, self._shard_size = None, 0, 0
@@ -197,6 +238,8 @@ class ShardWriter:
     def close(self) -> list[dict]:
         if self._writer is not None:
             self._close_shard()
+        if self._io is not None:
+            self._io.drain()  # every write of these files done before they are renamed
         if not self._parts:  # an empty mode still gets one (empty) shard with the right schema
             path = self.folder / ".part-00000.parquet"
             pq.write_table(self.schema.empty_table(), path, **PARQUET_SETTINGS)
