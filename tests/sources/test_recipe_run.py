@@ -165,5 +165,9 @@ def test_hf_recipe_run_passes_exactly_the_good_rows_through_the_gates(tmp_path):
         assert conversion in lineage["source"]["gates"]["conversions"]
         with Image.open(io.BytesIO(accepted[f"train:{i}"]["image"]["bytes"])) as img:
             assert img.mode == "RGB"
-    untouched = rows[0]["image"]["bytes"]  # an in-bounds RGB PNG: the dataset's bytes, unchanged
-    assert accepted["train:0"]["image"]["bytes"] == untouched
+    # An in-bounds RGB PNG passes with the dataset's bytes unchanged. Which of a duplicate pair is
+    # kept depends on sample ids (they hash the source's path), so check every accepted plain row.
+    plain = [i for i in range(n) if f"train:{i}" in accepted and i not in normalised_at]
+    assert len(plain) > 150
+    for i in plain:
+        assert accepted[f"train:{i}"]["image"]["bytes"] == rows[i]["image"]["bytes"], i
