@@ -3,7 +3,9 @@
 Builds (once, into --cache-dir, then reused) `recipe=all` offline-world datasets of each --sizes n,
 then runs each tool in a fresh process, as its command line would, and prints per tool: wall
 seconds, seconds per 1,000 rows, peak RSS (the tool's own process, and its largest worker process)
-and output bytes. Export and validation run with 1 and 2 worker processes; the card (the run's
+and output bytes. Export and validation run on 1 and on 2 cores (the process pinned to that many
+with sched_setaffinity, and as many worker processes): a tool that overlaps work on threads
+inside one process only gains from a second core when it has one; the card (the run's
 last step: one streaming pass over every row, whose statistics the report then reuses) and the
 report with their defaults. Times exclude Python's start-up and imports. For export it also prints
 its bound: the unavoidable work, reading every shard with pyarrow and base64-encoding every image,
@@ -37,12 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------- inside the measured process
 
 
-def measure(tool: str, args: list[str]) -> None:
+def measure(tool: str, args: list[str], cores: int | None = None) -> None:
     """Run one tool in this process and print what it cost as JSON (the parent reads the last line).
 
     Modules are imported before the clock starts: wall time is the tool's work, not Python's start-up.
     CPU seconds include worker processes (those that ended, which all have when the tool returns).
+    With `cores`, this process (and every worker it starts) runs on that many cores only.
     """
+    if cores:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
     if tool == "export":
         from curation.export import main as run
     elif tool == "validate":
@@ -109,8 +114,9 @@ def build(cache: Path, n: int, image_size: int) -> Path:
     return out
 
 
-def run_tool(tool: str, args: list[str]) -> dict:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.after_run", "--measure", tool, "--", *args],
+def run_tool(tool: str, args: list[str], cores: int | None = None) -> dict:
+    pin = ["--cores", str(cores)] if cores else []
+    done = subprocess.run([sys.executable, "-m", "benchmarks.after_run", "--measure", tool, *pin, "--", *args],
                           cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{tool} failed:\n{done.stderr[-3000:]}")
@@ -142,10 +148,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", type=Path,
                         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "irgl-after-run")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--cores", type=int, help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        measure(args.measure, args.rest)
+        measure(args.measure, args.rest, args.cores)
         return
 
     results: dict[int, dict] = {}
@@ -156,16 +163,26 @@ def main(argv: list[str] | None = None) -> None:
         print(f"n={n}: {rows} rows in six modes, {shards / 1e6:.1f} MB of shards ({args.image_size} px images)")
         r: dict[str, tuple[dict, int | None]] = {}
         with tempfile.TemporaryDirectory(prefix="after-run-") as tmp:
-            bound = run_tool("bound", [str(data)])
+            bound = run_tool("bound", [str(data)], cores=1)
             r["export bound (1 core)"] = (bound, None)
             for w in args.workers:
                 out = Path(tmp) / f"irg-{w}"
-                res = run_tool("export", [f"data={data}", "format=irg", f"out={out}", f"processes={w}"])
-                r[f"export, {w} process(es)"] = (res, folder_bytes(out))
+                res = run_tool("export", [f"data={data}", "format=irg", f"out={out}", f"processes={w}"], cores=w)
+                r[f"export, {w} core(s)"] = (res, folder_bytes(out))
                 shutil.rmtree(out)
+            out = Path(tmp) / "irg-plain"  # the same on one core, without compressing the output
+            res = run_tool("export", [f"data={data}", "format=irg", f"out={out}", "processes=1", "compression=none"],
+                           cores=1)
+            r["export, 1 core(s), uncompressed"] = (res, folder_bytes(out))
+            shutil.rmtree(out)
+            out = Path(tmp) / "irg"  # what a user gets on a machine of `args.workers[-1]` cores with defaults
+            res = run_tool("export", [f"data={data}", "format=irg", f"out={out}", "processes=1"],
+                           cores=args.workers[-1])
+            r[f"export, 1 process, {args.workers[-1]} cores"] = (res, folder_bytes(out))
+            shutil.rmtree(out)
             for w in args.workers:
-                res = run_tool("validate", [f"data={data}", "dry_run=true", f"workers={w}"])
-                r[f"validation, {w} worker(s)"] = (res, None)
+                res = run_tool("validate", [f"data={data}", "dry_run=true", f"workers={w}"], cores=w)
+                r[f"validation, {w} core(s)"] = (res, None)
             r["card (the run's last step)"] = (run_tool("card", [str(data)]), None)
             out = Path(tmp) / "report"
             res = run_tool("report", [f"data={data}", f"out={out}"])
@@ -176,14 +193,17 @@ def main(argv: list[str] | None = None) -> None:
 
     print("\nratios")
     for n, r in results.items():
-        bound = r["export bound (1 core)"][0]["wall_s"]
-        one = r[f"export, {args.workers[0]} process(es)"][0]["wall_s"]
-        print(f"  n={n}: export with {args.workers[0]} process / bound = {one / bound:.2f} (goal <= 2)")
+        bound = r["export bound (1 core)"][0]
+        first, last = args.workers[0], args.workers[-1]
+        for name in (f"export, {first} core(s)", "export, 1 core(s), uncompressed", f"export, 1 process, {last} cores"):
+            res = r[name][0]
+            print(f"  n={n}: {name} / bound: wall x{res['wall_s'] / bound['wall_s']:.2f}, "
+                  f"CPU seconds x{res['cpu_s'] / bound['cpu_s']:.2f} (goal <= 2)")
         if len(args.workers) > 1:
-            for tool, unit in (("export", "process(es)"), ("validation", "worker(s)")):
-                a = r[f"{tool}, {args.workers[0]} {unit}"][0]["wall_s"]
-                b = r[f"{tool}, {args.workers[-1]} {unit}"][0]["wall_s"]
-                print(f"  n={n}: {tool} s/1k rows, {args.workers[0]} -> {args.workers[-1]}: "
+            for tool in ("export", "validation"):
+                a = r[f"{tool}, {first} core(s)"][0]["wall_s"]
+                b = r[f"{tool}, {last} core(s)"][0]["wall_s"]
+                print(f"  n={n}: {tool} s/1k rows, {first} -> {last} cores: "
                       f"{a / r['rows'] * 1000:.3f} -> {b / r['rows'] * 1000:.3f} (x{a / b:.2f} faster)")
     if len(results) > 1:
         small, large = min(results), max(results)
@@ -194,8 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  card (a streaming pass over every row) n={large} / n={small}: time x{cl['wall_s'] / cs['wall_s']:.2f}, "
               f"peak RSS x{cl['rss_mb'] / cs['rss_mb']:.2f}")
         for w in args.workers:
-            es, el = results[small][f"export, {w} process(es)"][0], results[large][f"export, {w} process(es)"][0]
-            print(f"  export peak RSS, {w} process(es), n={large} / n={small}: main x{el['rss_mb'] / es['rss_mb']:.2f}, "
+            es, el = results[small][f"export, {w} core(s)"][0], results[large][f"export, {w} core(s)"][0]
+            print(f"  export peak RSS, {w} core(s), n={large} / n={small}: main x{el['rss_mb'] / es['rss_mb']:.2f}, "
                   f"largest worker x{el['worker_rss_mb'] / max(es['worker_rss_mb'], 1):.2f}")
 
 

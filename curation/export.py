@@ -31,7 +31,8 @@ def main(overrides: Sequence[str] | None = None) -> Path:
     except OSError as exc:
         fail(f"cannot create the export folder out={out}: {exc.strerror or exc}")
     infos = export_irg(Path(cfg.data), out, row_group_rows=int(cfg.row_group_rows),
-                       rows_per_file=int(cfg.rows_per_file), processes=int(cfg.processes) or None)
+                       rows_per_file=int(cfg.rows_per_file), processes=int(cfg.processes) or None,
+                       compression=str(cfg.compression))
     settings = {**OmegaConf.to_container(cfg.trainer, resolve=True), "gpus": int(cfg.gpus),
                 "workers": int(cfg.workers)}
     folder = trainer_config.write(out, infos, settings)

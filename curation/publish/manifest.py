@@ -70,6 +70,12 @@ class RunAccount:
     backends: dict[str, Any] = field(default_factory=dict)
     accepted_per_teacher_hour: dict[str, float] = field(default_factory=dict)
 
+    def rate_accepted(self, summaries: Iterable["ModeSummary"]) -> None:
+        """Accepted rows per hour of the teacher in use, per mode (when the teacher kept its time)."""
+        teacher_s = (self.backends.get("teacher") or {}).get("wall_s")
+        if teacher_s:
+            self.accepted_per_teacher_hour = {s.mode: round(s.accepted * 3600 / teacher_s, 1) for s in summaries}
+
     def to_json(self) -> dict:
         out: dict[str, Any] = {"backend_calls": dict(sorted(self.backend_calls.items())),
                                "cached": dict(sorted(self.cached.items())),
@@ -89,6 +95,48 @@ class RunAccount:
                    rejected=dict(data["rejected"]), elapsed_s=data["elapsed_s"],
                    first_result_s=data.get("first_result_s"), emit_s=data.get("emit_s"), backends=data.get("backends", {}),
                    accepted_per_teacher_hour=data.get("accepted_per_teacher_hour", {}))
+
+
+# Accounting figures that are ratios of others: a merged run recomputes them from its sums.
+# Every other number in a backend's `summary()` adds up across the parts of a sharded run
+# (counts, tokens, seconds in use: parts run side by side, so `wall_s` becomes backend-seconds).
+DERIVED = {
+    "completion_tokens_per_s": lambda a: a["completion_tokens"] / a["wall_s"] if a.get("wall_s") else None,
+    "calls_per_teacher_hour": lambda a: a["calls"] * 3600 / a["wall_s"] if a.get("wall_s") else None,
+}
+WEIGHTED = {"mean_latency_s": "http_requests"}  # a mean over requests: weighted by each part's requests
+
+
+def merge_backend_accounting(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `run.backends` of a sharded run from its parts' (role -> a backend's `summary()`)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for role, acc in part.items():
+            into = merged.setdefault(role, {})
+            for key, value in acc.items():
+                if key in DERIVED or key in WEIGHTED:
+                    continue
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    into[key] = into.get(key, 0) + value
+                else:
+                    into.setdefault(key, value)  # a label (a model name): the same in every part
+            for key, weight in WEIGHTED.items():
+                if isinstance(acc.get(key), (int, float)) and acc.get(weight):
+                    into.setdefault(f"_{key}", 0.0)
+                    into[f"_{key}"] += acc[key] * acc[weight]
+    for role, into in merged.items():
+        for key, weight in WEIGHTED.items():
+            total = into.pop(f"_{key}", None)
+            if total is not None:
+                into[key] = round(total / into[weight], 3)
+        for key, rule in DERIVED.items():
+            if any(key in part.get(role, {}) for part in parts):
+                value = rule(into)
+                into[key] = round(value, 2 if key == "completion_tokens_per_s" else 1) if value is not None else None
+        for key in into:
+            if isinstance(into[key], float) and key not in DERIVED and key not in WEIGHTED:
+                into[key] = round(into[key], 3)
+    return merged
 
 
 class CheckerScores:
@@ -165,9 +213,7 @@ def package_versions() -> dict[str, str]:
 
 def for_run(cfg: DictConfig, summaries: list[ModeSummary], identities: dict, run: RunAccount,
             checker: CheckerScores, quality: dict[str, Any] | None = None) -> Manifest:
-    teacher_s = (run.backends.get("teacher") or {}).get("wall_s")
-    if teacher_s:
-        run.accepted_per_teacher_hour = {s.mode: round(s.accepted * 3600 / teacher_s, 1) for s in summaries}
+    run.rate_accepted(summaries)
     return Manifest(recipe=cfg.recipe.name, shard={"index": cfg.shard, "count": cfg.num_shards},
                     modes={s.mode: s for s in summaries}, backends=identities, checker=checker.to_json(), run=run,
                     config=redact(cfg), quality=quality)

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 
 from curation.build.dedup_pass import KEYS_FILE, duplicates_of, read_keys
 from curation.build.gates import GateSettings
-from curation.publish import manifest
+from curation.publish import manifest, quality_figures
 from curation.publish.dataset import REJECTS, DatasetWriter, publish_manifest
 from curation.publish.emit import EmitSettings
-from curation.publish.manifest import CheckerScores, Manifest, ModeSummary, RunAccount
+from curation.publish.manifest import CheckerScores, Manifest, ModeSummary, RunAccount, merge_backend_accounting
 
 
 class MergeError(RuntimeError):
@@ -112,13 +112,20 @@ def merged_manifest(docs: list[Manifest], summaries: list[ModeSummary]) -> Manif
     for d in docs:
         if d.checker:
             checker.add(d.checker["samples"], d.checker)
-    run = RunAccount(elapsed_s=max(d.run.elapsed_s for d in docs))
+    # The parts ran side by side: the longest is the run's time; backend seconds add up.
+    run = RunAccount(elapsed_s=max(d.run.elapsed_s for d in docs),
+                     backends=merge_backend_accounting([d.run.backends for d in docs]))
     for d in docs:
         for name in ("backend_calls", "cached", "rejected"):
             total = getattr(run, name)
             for stage, count in getattr(d.run, name).items():
                 total[stage] = total.get(stage, 0) + count
+    run.rate_accepted(summaries)
+    try:
+        quality = quality_figures.merge(d.quality for d in docs)
+    except ValueError as exc:
+        raise MergeError(f"the parts' quality summaries cannot be added up: {exc}; rebuild the parts") from None
     return Manifest(recipe=first.recipe, shard={"index": None, "count": 1, "merged_from": len(docs)},
                     modes={s.mode: s for s in summaries}, backends=first.backends, checker=checker.to_json(),
-                    run=run, config=first.config, pipeline_version=first.pipeline_version,
+                    run=run, config=first.config, quality=quality, pipeline_version=first.pipeline_version,
                     schema_version=first.schema_version, versions=first.versions)

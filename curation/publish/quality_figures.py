@@ -37,8 +37,11 @@ def _read(lineage: Mapping, path: tuple[str, ...]) -> float | None:
 
 # Each score is counted into FINE_BINS fixed bins over the range it can take (values outside it
 # fall into the end bins; min and max are kept exactly), so memory is bounded whatever the number
-# of samples; the figures then show BINS bins spanning the values actually seen.
+# of samples; the figures then show BINS bins spanning the values actually seen. The manifest keeps
+# the fine bins too (from the first to the last non-empty one) and the sum as an integer of 1e-9
+# units, so the summaries of a sharded run's parts add up to exactly the one-process summary.
 FINE_BINS = 2000
+SUM_UNIT = 1e-9
 RANGES = {"alignment": (-1.0, 1.0), "aesthetic": (0.0, 10.0), "unsafe": (0.0, 1.0), "gain": (-2.0, 2.0)}
 
 
@@ -46,14 +49,20 @@ class _Histogram:
     def __init__(self, low: float, high: float):
         self.low, self.high = low, high
         self.counts = np.zeros(FINE_BINS, dtype=np.int64)
-        self.n, self.total, self.min, self.max = 0, 0.0, float("inf"), float("-inf")
+        self.n, self.sum_units, self.min, self.max = 0, 0, float("inf"), float("-inf")
 
     def add(self, value: float) -> None:
         i = int((value - self.low) / (self.high - self.low) * FINE_BINS)
         self.counts[min(max(i, 0), FINE_BINS - 1)] += 1
         self.n += 1
-        self.total += value
+        self.sum_units += round(value / SUM_UNIT)  # an integer: sums in any order are equal
         self.min, self.max = min(self.min, value), max(self.max, value)
+
+    def add_histogram(self, other: "_Histogram") -> None:
+        self.counts += other.counts
+        self.n += other.n
+        self.sum_units += other.sum_units
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
 
     def to_json(self) -> dict[str, Any]:
         width = (self.high - self.low) / FINE_BINS
@@ -62,8 +71,60 @@ class _Histogram:
         step = max(1, -(-(last - first) // BINS))  # fine bins per shown bin
         counts = [int(self.counts[i:i + step].sum()) for i in range(first, last, step)]
         edges = [round(self.low + (first + k * step) * width, 6) for k in range(len(counts) + 1)]
-        return {"n": self.n, "mean": round(self.total / self.n, 6), "min": round(self.min, 6),
-                "max": round(self.max, 6), "edges": edges, "counts": counts}
+        return {"n": self.n, "mean": round(self.sum_units * SUM_UNIT / self.n, 6), "min": round(self.min, 6),
+                "max": round(self.max, 6), "edges": edges, "counts": counts,
+                "fine": {"low": self.low, "high": self.high, "bins": FINE_BINS, "first": first,
+                         "counts": [int(c) for c in self.counts[first:last]], "sum_units": self.sum_units,
+                         "min": self.min, "max": self.max}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "_Histogram":
+        fine = data.get("fine")
+        if not fine or fine.get("bins") != FINE_BINS:
+            raise ValueError("a quality histogram without its fine bins (written by an older version)")
+        hist = cls(fine["low"], fine["high"])
+        hist.counts[fine["first"]:fine["first"] + len(fine["counts"])] = fine["counts"]
+        hist.n, hist.sum_units = int(hist.counts.sum()), int(fine["sum_units"])
+        hist.min, hist.max = float(fine["min"]), float(fine["max"])
+        return hist
+
+
+def merge(summaries: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """The summary of a sharded run from its parts' summaries (`QualitySummary.to_json` each):
+    histograms and counts add up, so it equals what one process over every sample writes.
+    Raises ValueError for a part written without fine bins."""
+    parts = [s for s in summaries if s]
+    if not parts:
+        return None
+    modes: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for mode, entry in part["modes"].items():
+            into = modes.setdefault(mode, {"scores": {}, "checks": {}})
+            for label, data in entry["scores"].items():
+                hist = _Histogram.from_json(data)
+                if label in into["scores"]:
+                    into["scores"][label].add_histogram(hist)
+                else:
+                    into["scores"][label] = hist
+            for stage, count in entry["checks"].items():
+                total = into["checks"].setdefault(stage, {"checked": 0, "passed": 0, "rejected": {}})
+                total["checked"] += count["checked"]
+                total["passed"] += count["passed"]
+                for reason, k in count["rejected"].items():
+                    total["rejected"][reason] = total["rejected"].get(reason, 0) + k
+    order = [m for part in parts for m in part["modes"]]
+    merged = {"modes": {}}
+    for mode in dict.fromkeys(order):
+        entry = modes[mode]
+        labels = [label for label, _, _ in SCORES if label in entry["scores"]]
+        merged["modes"][mode] = {"scores": {label: entry["scores"][label].to_json() for label in labels},
+                                 "checks": {s: _sorted_check(entry["checks"][s]) for s in CHECKS if s in entry["checks"]}}
+    merged["thresholds"] = parts[0].get("thresholds", {})
+    return merged
+
+
+def _sorted_check(count: dict[str, Any]) -> dict[str, Any]:
+    return {**count, "rejected": dict(sorted(count["rejected"].items()))}
 
 
 class QualitySummary:
@@ -113,7 +174,8 @@ class QualitySummary:
         summary: dict[str, Any] = {"modes": {}}
         for mode in self.modes:
             scores = {label: h.to_json() for label, h in self.values[mode].items() if h.n}
-            summary["modes"][mode] = {"scores": scores, "checks": self.checks[mode]}
+            summary["modes"][mode] = {"scores": scores,
+                                      "checks": {s: _sorted_check(c) for s, c in self.checks[mode].items()}}
         summary["thresholds"] = ({s: dict(self.thresholds.get(s, {})) for s in CHECKS} if self.thresholds else {})
         return summary
 

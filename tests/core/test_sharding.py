@@ -40,3 +40,17 @@ def test_merge_refuses_missing_parts(tmp_path):
     build(tmp_path, "recipe=initial_thinking", "n=4", "shard=0", "num_shards=2", out="ds")
     with pytest.raises(MergeError, match="missing"):
         merge_main([f"out={tmp_path / 'ds'}"])
+
+
+def test_a_merged_run_keeps_the_quality_summary_of_one_process(tmp_path):
+    """Score histograms and check counts of the parts add up to exactly the one-process summary."""
+    single = build(tmp_path, "recipe=all", "n=12", "scorer=offline", out="single", cache="c1")
+    for i in range(3):
+        build(tmp_path, "recipe=all", "n=12", "scorer=offline", f"shard={i}", "num_shards=3", out="sharded", cache="c2")
+    merged = merge_main([f"out={tmp_path / 'sharded'}"])
+    a, b = manifest.read(single), manifest.read(merged)
+    assert a["quality"] is not None and a["quality"] == b["quality"]
+    parts = [manifest.read(p) for p in sorted((tmp_path / "sharded" / "parts").iterdir())]
+    checked = [p["quality"]["modes"]["improving_full_learning"]["checks"]["improvement"]["checked"] for p in parts]
+    assert sum(checked) == 12 and max(checked) < 12  # the parts really split the samples
+    assert (merged / "assets" / "quality_accept_rate.png").read_bytes() == (single / "assets" / "quality_accept_rate.png").read_bytes()

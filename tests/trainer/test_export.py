@@ -17,7 +17,7 @@ import yaml
 
 from curation.core import schema
 from curation.export import main
-from curation.publish.export import ExportError, check_image, conversation, conversation_json
+from curation.publish.export import ConversationJson, ExportError, check_image, conversation, conversation_json
 from curation.trainer.official_format import read_folder, read_info
 
 U, A = "user", "assistant"
@@ -121,6 +121,19 @@ def test_export_is_the_same_with_any_number_of_processes(offline_dataset, tmp_pa
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
 
 
+def test_compression_changes_the_codec_not_the_conversations(offline_dataset, tmp_path):
+    args = [f"data={offline_dataset}", "format=irg", "processes=1"]
+    packed = main([*args, f"out={tmp_path}/zstd"])
+    plain = main([*args, f"out={tmp_path}/none", "compression=none"])
+    for path in sorted(packed.glob("*/*.parquet")):
+        other = plain / path.relative_to(packed)
+        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+        assert pq.ParquetFile(other).metadata.row_group(0).column(0).compression == "UNCOMPRESSED"
+        assert pq.read_table(path) == pq.read_table(other)
+    with pytest.raises(ExportError, match="compression=zip"):
+        main([*args, f"out={tmp_path}/bad", "compression=zip"])
+
+
 def official_units_per_worker(stage: dict, entries: dict, gpus: int, workers: int) -> dict[str, list[int]]:
     """What the official SFT data code (SFT/data of the IRG repository) gives each data-loader worker:
     the folder's files repeated to `num_used_data` paths, one unit per (path, row group), split evenly
@@ -199,3 +212,39 @@ def test_the_fast_json_is_exactly_json_dumps(handmade_dataset):
     assert fast == json.dumps(conversation(mode, row), ensure_ascii=False)
     assert [p["content"] for t in json.loads(fast) if t["role"] == A for p in t["content"] if p["type"] == "image"] == [
         base64.b64encode(row[c]["bytes"]).decode() for c in ("initial_image", "improved_image")]
+
+
+@pytest.mark.parametrize("column, value, reason", [
+    ("initial_image", None, "is null"),
+    ("initial_image", {"bytes": b"", "path": None}, "has no image bytes"),
+    ("improving_thinking", "", "is empty"),
+    ("prompt", None, "is null"),
+])
+def test_a_part_the_official_reader_would_drop_is_an_error_naming_the_row(handmade_dataset, column, value, reason):
+    """Both the plain definition and the fast path refuse it, for a row anywhere in a row group."""
+    mode = schema.load("improving_full_learning")
+    rows = pq.read_table(handmade_dataset / "data" / mode.mode).to_pylist()
+    assert len(rows) >= 3
+    rows[2][column] = value
+    with pytest.raises(ExportError, match=f"{rows[2]['sample_id']}: column {column} {reason}"):
+        conversation(mode, rows[2])
+    table = pa.Table.from_pylist(rows, schema=mode.arrow_schema())
+    with pytest.raises(ExportError, match=f"{rows[2]['sample_id']}: column {column} {reason}"):
+        ConversationJson(mode).rows(table)
+    assert ConversationJson(mode).rows(table.slice(0, 2)) == [
+        json.dumps(conversation(mode, row), ensure_ascii=False).encode() for row in rows[:2]]
+
+
+def test_pngs_read_in_place_from_arrow_are_checked_without_decoding(handmade_dataset, monkeypatch):
+    """The fast path hands `check_image` views of Arrow's buffers (signed bytes): a PNG must still be
+    recognised as one and checked by its CRCs, never decoded."""
+    from curation.core import images
+
+    def no_decoding(data):
+        raise AssertionError("a PNG was decoded")
+
+    monkeypatch.setattr(images, "probe", no_decoding)
+    mode = schema.load("improving_full_learning")
+    table = pq.read_table(handmade_dataset / "data" / mode.mode)
+    assert table.column("initial_image")[0].as_py()["bytes"].startswith(b"\x89PNG")
+    assert ConversationJson(mode).rows(table.slice(1))  # a slice: views start past the buffer's start
