@@ -282,9 +282,10 @@ def conversation_table(texts: list[bytes]) -> pa.Table:
 def export_file(task: FileTask) -> str:
     """Write one output file, holding a few row groups in memory at a time.
 
-    Three things overlap: the next source row group is read (decompressed) on one thread and the
-    last output row group compressed and written on another — both release the GIL — while this
-    thread builds the JSON. The file is the same as with one thread: same tables, same order.
+    Where the process has more than one core, three things overlap: the next source row group is
+    read (decompressed) on one thread and the last output row group compressed and written on
+    another — both release the GIL — while this thread builds the JSON. On one core the threads
+    would only take turns, so everything runs here. The file is the same either way.
     """
     mode = schema.load(task.mode)
     columns = ["sample_id", *dict.fromkeys(seg.column for seg in mode.sequence)]
@@ -296,28 +297,51 @@ def export_file(task: FileTask) -> str:
         reader = readers.get(piece.path) or readers.setdefault(piece.path, pq.ParquetFile(piece.path))
         return reader.read_row_group(piece.group, columns=columns).slice(piece.start, piece.rows)
 
+    threads = usable_cpus() > 1
     group: list[bytes] = []
-    write_behind = emit.WriteBehind(depth=2)
+    write_behind = emit.WriteBehind(depth=2) if threads else None
     # Each value is a whole conversation, unique and large: a dictionary or min/max statistics of
     # them cost time and help no reader.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-read") as read_ahead, \
             pq.ParquetWriter(path, CONVERSATION, compression=task.compression, use_dictionary=False,
                              write_statistics=False) as writer:
-        try:
+        def write(texts: list[bytes]) -> None:
+            if write_behind is None:
+                writer.write_table(conversation_table(texts))
+            else:
+                write_behind.submit(writer.write_table, conversation_table(texts))
+
+        def tables():
+            if not threads:
+                yield from map(read, task.pieces)
+                return
             upcoming = read_ahead.submit(read, task.pieces[0]) if task.pieces else None
             for k in range(len(task.pieces)):
                 table = upcoming.result()
                 upcoming = read_ahead.submit(read, task.pieces[k + 1]) if k + 1 < len(task.pieces) else None
+                yield table
+
+        try:
+            for table in tables():
                 for text in to_json.rows(table):
                     group.append(text)
                     if len(group) == task.row_group_rows:
-                        write_behind.submit(writer.write_table, conversation_table(group))
+                        write(group)
                         group = []
             if group:
-                write_behind.submit(writer.write_table, conversation_table(group))
+                write(group)
         finally:
-            write_behind.close()  # every write done (or its error raised) before the file closes
+            if write_behind is not None:
+                write_behind.close()  # every write done (or its error raised) before the file closes
     return str(path)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------- the whole export
@@ -349,7 +373,7 @@ def export_irg(data: Path, out: Path, *, row_group_rows: int, rows_per_file: int
         tasks += plan_mode(data, mode_key, staging, rows_per_file, row_group_rows, compression)
     if not processes:  # auto: one per CPU, unless starting them costs more than the work
         size = sum(path.stat().st_size for m in modes for path in (data / "data" / m).glob("*.parquet"))
-        processes = (os.cpu_count() or 1) if size >= PARALLEL_BYTES else 1
+        processes = usable_cpus() if size >= PARALLEL_BYTES else 1
     processes = max(1, min(processes, len(tasks) or 1))
     try:
         if processes == 1:

@@ -121,6 +121,19 @@ def test_export_is_the_same_with_any_number_of_processes(offline_dataset, tmp_pa
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
 
 
+def test_export_on_one_core_runs_without_threads_and_writes_the_same_files(offline_dataset, tmp_path, monkeypatch):
+    from curation.publish import export
+
+    args = [f"data={offline_dataset}", "format=irg", "row_group_rows=3", "rows_per_file=5", "processes=1"]
+    threaded = main([*args, f"out={tmp_path}/threaded"])
+    monkeypatch.setattr(export, "usable_cpus", lambda: 1)
+    monkeypatch.setattr(export.emit, "WriteBehind", None)  # any use of the write-behind thread fails
+    single = main([*args, f"out={tmp_path}/single"])
+    files = sorted(p.relative_to(threaded).as_posix() for p in threaded.rglob("*.parquet"))
+    assert len(files) == 18
+    assert all((threaded / f).read_bytes() == (single / f).read_bytes() for f in files)
+
+
 def test_compression_changes_the_codec_not_the_conversations(offline_dataset, tmp_path):
     args = [f"data={offline_dataset}", "format=irg", "processes=1"]
     packed = main([*args, f"out={tmp_path}/zstd"])
