@@ -114,13 +114,22 @@ def build(cache: Path, n: int, image_size: int) -> Path:
     return out
 
 
-def run_tool(tool: str, args: list[str], cores: int | None = None) -> dict:
+REPEAT = 1  # set by --repeat
+
+
+def run_tool(tool: str, args: list[str], cores: int | None = None, repeat: int | None = None) -> dict:
+    """The tool's fastest of `repeat` runs (each in a fresh process): on a shared machine the
+    slower runs measure the neighbours too."""
     pin = ["--cores", str(cores)] if cores else []
-    done = subprocess.run([sys.executable, "-m", "benchmarks.after_run", "--measure", tool, *pin, "--", *args],
-                          cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{tool} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    best = None
+    for _ in range(repeat or REPEAT):
+        done = subprocess.run([sys.executable, "-m", "benchmarks.after_run", "--measure", tool, *pin, "--", *args],
+                              cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{tool} failed:\n{done.stderr[-3000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        best = result if best is None or result["wall_s"] < best["wall_s"] else best
+    return best
 
 
 def folder_bytes(path: Path) -> int:
@@ -147,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cache-dir", type=Path,
                         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "irgl-after-run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per tool (the fastest is shown); validation runs once")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--cores", type=int, help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
@@ -155,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
         measure(args.measure, args.rest, args.cores)
         return
 
+    global REPEAT
+    REPEAT = args.repeat
     results: dict[int, dict] = {}
     for n in args.sizes:
         data = build(args.cache_dir, n, args.image_size)
@@ -181,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             r[f"export, 1 process, {args.workers[-1]} cores"] = (res, folder_bytes(out))
             shutil.rmtree(out)
             for w in args.workers:
-                res = run_tool("validate", [f"data={data}", "dry_run=true", f"workers={w}"], cores=w)
+                res = run_tool("validate", [f"data={data}", "dry_run=true", f"workers={w}"], cores=w, repeat=1)
                 r[f"validation, {w} core(s)"] = (res, None)
             r["card (the run's last step)"] = (run_tool("card", [str(data)]), None)
             out = Path(tmp) / "report"

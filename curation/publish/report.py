@@ -30,7 +30,8 @@ import io
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 from multiprocessing import get_context
@@ -51,6 +52,7 @@ USAGE = """usage: python -m curation.report data=<dataset dir> [out=<folder>] [r
   writes <out>/index.html (default out: <data>/report) and prints its path; open it in a browser."""
 #: Below this many images to show, spawning worker processes (~2 s) costs more than the thumbnails (~3 ms each).
 PARALLEL_IMAGES = 2000
+READ_THREADS = 4  # row groups read at once when fetching the rows a report shows
 # File signatures: the extension of a full-size image comes from its bytes, never from the data's `path`.
 SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"), (b"GIF8", "gif"))
 
@@ -241,7 +243,8 @@ def choose_rows(data: Path, mode: str, settings: Settings, wanted_prompts: set[s
     chosen, rows = Smallest(settings.rows_per_mode), 0
     for path in sorted((data / "data" / mode).glob("*.parquet")):
         reader = pq.ParquetFile(path)
-        columns = [c for c in ("sample_id", "prompt") if c in reader.schema_arrow.names]
+        columns = [c for c in ("sample_id", "prompt") if c in reader.schema_arrow.names
+                   and (c == "sample_id" or wanted_prompts)]
         for group in range(reader.num_row_groups):
             table = reader.read_row_group(group, columns=columns)
             ids = table.column("sample_id").to_pylist()
@@ -261,12 +264,22 @@ def read_rows(mode: str, at: list[RowAt]) -> list[dict]:
     by_group: dict[tuple[str, int], list[int]] = {}
     for r in at:
         by_group.setdefault((r.file, r.group), []).append(r.row)
-    found: dict[tuple[str, int, int], dict] = {}
-    for (file, group), indices in sorted(by_group.items()):
-        reader = pq.ParquetFile(file)
+    local = threading.local()  # a ParquetFile must not be read from two threads at once: one per thread
+
+    def read(key: tuple[str, int]) -> list[dict]:
+        (file, group), indices = key, by_group[key]
+        readers = local.__dict__.setdefault("readers", {})
+        reader = readers.get(file) or readers.setdefault(file, pq.ParquetFile(file))  # footer parsed once
         columns = [c for c in wanted if c in reader.schema_arrow.names]
-        table = reader.read_row_group(group, columns=columns).take(indices)
-        found.update(((file, group, i), row) for i, row in zip(indices, table.to_pylist(), strict=True))
+        return reader.read_row_group(group, columns=columns, use_threads=False).take(indices).to_pylist()
+
+    # The chosen rows are scattered over up to rows_per_mode row groups, each read whole (images
+    # are most of it): reading and decompressing release the GIL, so a few threads overlap them.
+    found: dict[tuple[str, int, int], dict] = {}
+    keys = sorted(by_group)
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="report-read") as pool:
+        for key, rows in zip(keys, pool.map(read, keys), strict=True):
+            found.update(((*key, i), row) for i, row in zip(by_group[key], rows, strict=True))
     return [found[(r.file, r.group, r.row)] for r in at]
 
 

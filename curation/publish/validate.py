@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import pyarrow.parquet as pq
 import yaml
@@ -67,6 +67,7 @@ class Kind(str, Enum):
     IMAGE_UNDECODABLE = "image_undecodable"
     LINEAGE_INVALID = "lineage_invalid"
     DUPLICATE_SAMPLE_ID = "duplicate_sample_id"
+    ROWS_OUT_OF_ORDER = "rows_out_of_order"
     COUNT_MISMATCH = "count_mismatch"
     ACCOUNTING_MISMATCH = "accounting_mismatch"
     REJECTS_MISSING = "rejects_missing"
@@ -117,7 +118,7 @@ def validate(data: Path | str, *, workers: int | None = None) -> list[Problem]:
         mode_results = [results[f] for f in files]
         for result in mode_results:
             problems += result.problems
-        _check_sample_ids(mode, mode_results, problems)
+        _check_sample_ids(root, mode, mode_results, problems)
         if mode in manifest_modes:
             _check_counts(mode, manifest_modes[mode], files, mode_results, problems)
     if doc is not None:
@@ -162,10 +163,31 @@ def _mode_folders(root: Path, problems: list[Problem]) -> list[str]:
 
 
 @dataclass
+class IdOrder:
+    """A shard's sample ids as the order check needs them, in constant memory: rows are written in
+    sample-id order, so a repeat is next to its twin, and shards follow each other in that order."""
+
+    first: str | None = None
+    last: str | None = None
+    repeats: int = 0  # a row whose id equals the row before it
+    disorder: int = 0  # a row whose id is smaller than the row before it
+
+    def add(self, ids: Sequence[str | None]) -> None:
+        for sample_id in ids:
+            if sample_id is None:
+                continue
+            if self.last is not None:
+                self.repeats += sample_id == self.last
+                self.disorder += sample_id < self.last
+            self.first = self.first if self.first is not None else sample_id
+            self.last = sample_id
+
+
+@dataclass
 class ShardResult:
     file: str
     rows: int | None  # None: the footer could not be read
-    sample_ids: list[str]
+    ids: IdOrder
     problems: list[Problem]
 
 
@@ -194,19 +216,19 @@ def check_shard(root: Path, mode: str, file: str) -> ShardResult:
     try:
         reader = pq.ParquetFile(root / file)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError… for a file that is not Parquet
-        return ShardResult(file, None, [], [Problem(Kind.SHARD_UNREADABLE, file, mode, f"{type(exc).__name__}: {exc}")])
+        return ShardResult(file, None, IdOrder(), [Problem(Kind.SHARD_UNREADABLE, file, mode, f"{type(exc).__name__}: {exc}")])
     columns = _check_schema(reader.schema_arrow, mode_schema, add)
-    sample_ids: list[str] = []
+    ids = IdOrder()
     try:
         for group in range(reader.num_row_groups):
             table = reader.read_row_group(group, columns=columns)
-            _check_rows(table, mode_schema, group, add, sample_ids)
+            _check_rows(table, mode_schema, group, add, ids)
     except Exception as exc:  # a corrupt page is a problem of this shard, not a crash of the check
         add(Kind.SHARD_UNREADABLE, f"{type(exc).__name__}: {exc}")
     for kind, count in found.items():
         if count > EXAMPLES_PER_KIND:
             problems.append(Problem(kind, file, mode, f"… and {count - EXAMPLES_PER_KIND} more of this kind"))
-    return ShardResult(file, reader.metadata.num_rows, sample_ids, problems)
+    return ShardResult(file, reader.metadata.num_rows, ids, problems)
 
 
 def _check_schema(actual, mode_schema: schema.ModeSchema, add) -> list[str]:
@@ -232,9 +254,9 @@ def _check_schema(actual, mode_schema: schema.ModeSchema, add) -> list[str]:
     return [f.name for f in expected if f.name in names and actual.field(f.name).type.equals(f.type)]
 
 
-def _check_rows(table, mode_schema: schema.ModeSchema, group: int, add, sample_ids: list[str]) -> None:
+def _check_rows(table, mode_schema: schema.ModeSchema, group: int, add, order: IdOrder) -> None:
     ids = table.column("sample_id").to_pylist() if "sample_id" in table.column_names else [None] * table.num_rows
-    sample_ids += [i for i in ids if i is not None]
+    order.add(ids)
     for col in mode_schema.columns:
         if col.name not in table.column_names:
             continue
@@ -269,12 +291,41 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
-def _check_sample_ids(mode: str, results: list[ShardResult], problems: list[Problem]) -> None:
-    counts = Counter(i for r in results for i in r.sample_ids)
-    repeated = sorted(i for i, n in counts.items() if n > 1)
-    if repeated:
+def _check_sample_ids(root: Path, mode: str, results: list[ShardResult], problems: list[Problem]) -> None:
+    """Every sample id once, rows in sample-id order across the mode's shards (as emit writes them).
+
+    Checked from each shard's first and last id and its neighbour counts, so memory does not grow
+    with the dataset. Only when the order is broken — then a repeat need not sit next to its twin —
+    are the ids read again, one column, to count repeats exactly."""
+    repeats = sum(r.ids.repeats for r in results)
+    disorder = sum(r.ids.disorder for r in results)
+    bounds = [r.ids for r in results if r.ids.first is not None]
+    for before, after in zip(bounds, bounds[1:]):
+        repeats += before.last == after.first
+        disorder += before.last > after.first
+    if disorder:
+        problems.append(Problem(Kind.ROWS_OUT_OF_ORDER, f"data/{mode}", mode,
+                                f"{disorder} row(s) follow a larger sample id (shards in name order); "
+                                "a run writes rows in sample-id order"))
+        counts = Counter(i for r in results if r.rows is not None for i in _sample_ids(root / r.file))
+        repeated = sorted(i for i, n in counts.items() if n > 1)
+        if repeated:
+            problems.append(Problem(Kind.DUPLICATE_SAMPLE_ID, f"data/{mode}", mode,
+                                    f"{len(repeated)} sample id(s) appear more than once, e.g. {repeated[:3]}"))
+    elif repeats:
         problems.append(Problem(Kind.DUPLICATE_SAMPLE_ID, f"data/{mode}", mode,
-                                f"{len(repeated)} sample id(s) appear more than once, e.g. {repeated[:3]}"))
+                                f"{repeats} row(s) repeat the sample id of the row before them"))
+
+
+def _sample_ids(path: Path) -> Iterator[str]:
+    try:
+        reader = pq.ParquetFile(path)
+        if "sample_id" not in reader.schema_arrow.names:
+            return
+        for batch in reader.iter_batches(columns=["sample_id"]):
+            yield from (i for i in batch.column(0).to_pylist() if i is not None)
+    except Exception:  # already reported as this shard's own problem
+        return
 
 
 # ----------------------------------------------------------------------------- counts

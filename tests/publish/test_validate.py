@@ -96,3 +96,32 @@ def test_worker_processes_find_the_same_problems(dataset_copy, monkeypatch):
     # Every row is broken: a few examples are listed, the rest counted in one more problem.
     assert len(inline) == validation.EXAMPLES_PER_KIND + 1
     assert {p.kind for p in inline} == {Kind.IMAGE_UNDECODABLE}
+
+
+def _rewrite_ids(path: Path, change) -> list[str]:
+    table = pq.read_table(path)
+    ids = change(table.column("sample_id").to_pylist())
+    index = table.schema.get_field_index("sample_id")
+    pq.write_table(table.set_column(index, "sample_id", pa.array(ids, pa.string())), path)
+    return ids
+
+
+def test_a_repeated_sample_id_is_found_without_holding_every_id(dataset_copy):
+    path = shard(dataset_copy)
+    ids = _rewrite_ids(path, lambda ids: [ids[0], ids[0], *ids[2:]])  # still in order: the twins are neighbours
+    problems = validate(dataset_copy, workers=1)
+    dup = [p for p in problems if p.kind is Kind.DUPLICATE_SAMPLE_ID]
+    assert len(dup) == 1 and dup[0].mode == MODE and "1 row(s)" in dup[0].detail
+    assert Kind.ROWS_OUT_OF_ORDER not in kinds(problems)
+    assert len(ids) >= 3
+
+
+def test_rows_out_of_sample_id_order_are_named_and_repeats_still_counted_exactly(dataset_copy):
+    path = shard(dataset_copy)
+    _rewrite_ids(path, lambda ids: [ids[1], ids[0], *ids[2:]])  # swapped: no repeat
+    assert kinds(validate(dataset_copy, workers=1)) == {Kind.ROWS_OUT_OF_ORDER}
+    ids = _rewrite_ids(path, lambda ids: [ids[-1], *ids[1:]])  # the last id again, far from its twin
+    problems = validate(dataset_copy, workers=1)
+    assert kinds(problems) == {Kind.ROWS_OUT_OF_ORDER, Kind.DUPLICATE_SAMPLE_ID}
+    (dup,) = [p for p in problems if p.kind is Kind.DUPLICATE_SAMPLE_ID]
+    assert "1 sample id(s)" in dup.detail and ids[-1] in dup.detail
