@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import shutil
 import struct
 import zlib
@@ -45,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.core import images, schema
+from curation.core.cpus import usable_cpus
 from curation.publish import emit
 
 log = logging.getLogger("curation.export")
@@ -120,13 +120,13 @@ def turns(mode: schema.ModeSchema, contents: dict[str, str]) -> list[dict]:
     return out
 
 
-def checked_content(mode: schema.ModeSchema, column: str, value: Any, sample_id: str) -> str | bytes:
+def checked_content(mode: schema.ModeSchema, column: str, value: Any, sample_id: str, is_image: bool) -> str | bytes:
     """A segment's value as the format holds it, or `ExportError`: the official reader silently drops
     a row whose part is empty or whose image does not decode, so neither may reach it."""
     where = f"{mode.mode}/{sample_id}: column {column}"
     if value is None:
         raise ExportError(f"{where} is null")
-    if mode.column(column).is_image:
+    if is_image:
         data = value.get("bytes") if isinstance(value, dict) else value
         if not data:
             raise ExportError(f"{where} has no image bytes")
@@ -144,8 +144,9 @@ def conversation(mode: schema.ModeSchema, row: dict[str, Any]) -> list[dict]:
     """One shard row as the official format's conversation (the plain, slow definition)."""
     contents = {}
     for column in dict.fromkeys(seg.column for seg in mode.sequence):
-        value = checked_content(mode, column, row[column], row["sample_id"])
-        contents[column] = base64.b64encode(value).decode("ascii") if mode.column(column).is_image else value
+        is_image = mode.column(column).is_image
+        value = checked_content(mode, column, row[column], row["sample_id"], is_image)
+        contents[column] = base64.b64encode(value).decode("ascii") if is_image else value
     return turns(mode, contents)
 
 
@@ -186,8 +187,9 @@ class ConversationJson:
         for i, sample_id in enumerate(sample_ids):
             text = [self.pieces[0]]
             for column, piece in zip(self.holes, self.pieces[1:]):
-                value = checked_content(self.mode, column, values[column][i], sample_id)
-                if self.images[column]:
+                is_image = self.images[column]
+                value = checked_content(self.mode, column, values[column][i], sample_id, is_image)
+                if is_image:
                     text += [b'"', base64.b64encode(value), b'"', piece]
                 else:
                     text += [encode(value).encode("utf-8"), piece]
@@ -218,12 +220,6 @@ def string_array(texts: list[bytes]) -> pa.Array:
         raise ExportError(f"one row group of {len(texts)} conversations holds {offsets[-1]:,} bytes, over a "
                           "string column's 2 GiB: lower row_group_rows")
     return pa.StringArray.from_buffers(len(texts), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(texts)))
-
-
-def conversation_json(mode: schema.ModeSchema, row: dict[str, Any]) -> str:
-    """One row's conversation JSON (as `ConversationJson`, for a single row dict)."""
-    table = pa.Table.from_pylist([row], schema=mode.arrow_schema())
-    return ConversationJson(mode).rows(table)[0].decode("utf-8")
 
 
 # ----------------------------------------------------------------------------- one output file
@@ -302,27 +298,16 @@ def export_file(task: FileTask) -> str:
     write_behind = emit.WriteBehind(depth=2) if threads else None
     # Each value is a whole conversation, unique and large: a dictionary or min/max statistics of
     # them cost time and help no reader.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-read") as read_ahead, \
-            pq.ParquetWriter(path, CONVERSATION, compression=task.compression, use_dictionary=False,
-                             write_statistics=False) as writer:
+    with pq.ParquetWriter(path, CONVERSATION, compression=task.compression, use_dictionary=False,
+                          write_statistics=False) as writer:
         def write(texts: list[bytes]) -> None:
             if write_behind is None:
                 writer.write_table(conversation_table(texts))
             else:
                 write_behind.submit(writer.write_table, conversation_table(texts))
 
-        def tables():
-            if not threads:
-                yield from map(read, task.pieces)
-                return
-            upcoming = read_ahead.submit(read, task.pieces[0]) if task.pieces else None
-            for k in range(len(task.pieces)):
-                table = upcoming.result()
-                upcoming = read_ahead.submit(read, task.pieces[k + 1]) if k + 1 < len(task.pieces) else None
-                yield table
-
         try:
-            for table in tables():
+            for table in (read_ahead(read, task.pieces) if threads else map(read, task.pieces)):
                 for text in to_json.rows(table):
                     group.append(text)
                     if len(group) == task.row_group_rows:
@@ -336,12 +321,17 @@ def export_file(task: FileTask) -> str:
     return str(path)
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+def read_ahead(read, pieces: tuple[Piece, ...]):
+    """`map(read, pieces)`, with the next piece read on a thread of its own while this one is used."""
+    if not pieces:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-read") as pool:
+        upcoming = pool.submit(read, pieces[0])
+        for k in range(len(pieces)):
+            table = upcoming.result()
+            if k + 1 < len(pieces):
+                upcoming = pool.submit(read, pieces[k + 1])
+            yield table
 
 
 # ----------------------------------------------------------------------------- the whole export

@@ -100,9 +100,9 @@ class RunAccount:
 # Accounting figures that are ratios of others: a merged run recomputes them from its sums.
 # Every other number in a backend's `summary()` adds up across the parts of a sharded run
 # (counts, tokens, seconds in use: parts run side by side, so `wall_s` becomes backend-seconds).
-DERIVED = {
-    "completion_tokens_per_s": lambda a: a["completion_tokens"] / a["wall_s"] if a.get("wall_s") else None,
-    "calls_per_teacher_hour": lambda a: a["calls"] * 3600 / a["wall_s"] if a.get("wall_s") else None,
+DERIVED = {  # name -> (from the summed figures, digits kept as the backends round it)
+    "completion_tokens_per_s": (lambda a: a["completion_tokens"] / a["wall_s"] if a.get("wall_s") else None, 2),
+    "calls_per_teacher_hour": (lambda a: a["calls"] * 3600 / a["wall_s"] if a.get("wall_s") else None, 1),
 }
 WEIGHTED = {"mean_latency_s": "http_requests"}  # a mean over requests: weighted by each part's requests
 
@@ -129,10 +129,10 @@ def merge_backend_accounting(parts: list[dict[str, Any]]) -> dict[str, Any]:
             total = into.pop(f"_{key}", None)
             if total is not None:
                 into[key] = round(total / into[weight], 3)
-        for key, rule in DERIVED.items():
+        for key, (rule, digits) in DERIVED.items():
             if any(key in part.get(role, {}) for part in parts):
                 value = rule(into)
-                into[key] = round(value, 2 if key == "completion_tokens_per_s" else 1) if value is not None else None
+                into[key] = round(value, digits) if value is not None else None
         for key in into:
             if isinstance(into[key], float) and key not in DERIVED and key not in WEIGHTED:
                 into[key] = round(into[key], 3)

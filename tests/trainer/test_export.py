@@ -17,7 +17,7 @@ import yaml
 
 from curation.core import schema
 from curation.export import main
-from curation.publish.export import ConversationJson, ExportError, check_image, conversation, conversation_json
+from curation.publish.export import ConversationJson, ExportError, check_image, conversation
 from curation.trainer.official_format import read_folder, read_info
 
 U, A = "user", "assistant"
@@ -126,7 +126,7 @@ def test_export_on_one_core_runs_without_threads_and_writes_the_same_files(offli
 
     args = [f"data={offline_dataset}", "format=irg", "row_group_rows=3", "rows_per_file=5", "processes=1"]
     threaded = main([*args, f"out={tmp_path}/threaded"])
-    monkeypatch.setattr(export, "usable_cpus", lambda: 1)
+    monkeypatch.setattr(export, "usable_cpus", lambda: 1)  # the name export_file calls
     monkeypatch.setattr(export.emit, "WriteBehind", None)  # any use of the write-behind thread fails
     single = main([*args, f"out={tmp_path}/single"])
     files = sorted(p.relative_to(threaded).as_posix() for p in threaded.rglob("*.parquet"))
@@ -221,7 +221,7 @@ def test_the_fast_json_is_exactly_json_dumps(handmade_dataset):
     row = pq.read_table(handmade_dataset / "data" / mode.mode).to_pylist()[0]
     row["prompt"] = 'say "content": "" and \\ "content": "x" \n 漢字'
     row["improving_thinking"] = '<think>{"role": "assistant", "content": ""}</think>'
-    fast = conversation_json(mode, row)
+    fast = ConversationJson(mode).rows(pa.Table.from_pylist([row], schema=mode.arrow_schema()))[0].decode()
     assert fast == json.dumps(conversation(mode, row), ensure_ascii=False)
     assert [p["content"] for t in json.loads(fast) if t["role"] == A for p in t["content"] if p["type"] == "image"] == [
         base64.b64encode(row[c]["bytes"]).decode() for c in ("initial_image", "improved_image")]
