@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -40,6 +39,7 @@ from PIL import Image
 
 from curation.build.stages import ALL_STAGES
 from curation.core import schema
+from curation.core.cpus import usable_cpus
 from curation.publish import quality_figures
 from curation.publish import emit
 
@@ -184,7 +184,7 @@ def collect(out: Path, doc: dict, *, workers: int | None = None) -> Stats:
     tasks = shard_files(out, doc)
     if workers is None:
         size = sum(path.stat().st_size for _, path in tasks)
-        workers = (os.cpu_count() or 1) if size >= PARALLEL_BYTES else 1
+        workers = usable_cpus() if size >= PARALLEL_BYTES else 1
     workers = max(1, min(workers, len(tasks)))
     stats = Stats()
     if workers == 1:

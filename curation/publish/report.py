@@ -44,6 +44,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from curation.core import schema
+from curation.core.cpus import usable_cpus
 from curation.publish import card, figures, manifest
 
 TEMPLATES = Path(__file__).resolve().parent / "report_templates"
@@ -402,7 +403,7 @@ def build(data: Path, out: Path, settings: Settings) -> Path:
     prompts: dict[str, str] = {}
     shown_images = settings.rows_per_mode * sum(
         sum(c.is_image for c in schema.load(m).columns) for m in doc["modes"])
-    workers = settings.workers or ((os.cpu_count() or 1) if shown_images >= PARALLEL_IMAGES else 1)
+    workers = settings.workers or (usable_cpus() if shown_images >= PARALLEL_IMAGES else 1)
     images = Images(out, settings.thumb_px, workers)
     try:
         modes = [write_mode(data, out, mode, env, images, settings, wanted_prompts, prompts) for mode in doc["modes"]]

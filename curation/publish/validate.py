@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from curation.core import images, schema
+from curation.core.cpus import usable_cpus
 from curation.publish.manifest import FILENAME as MANIFEST
 
 CARD = "README.md"
@@ -192,7 +192,7 @@ class ShardResult:
 
 
 def _check_shards(root: Path, shards: list[tuple[str, str]], workers: int | None) -> dict[str, ShardResult]:
-    workers = min(workers or os.cpu_count() or 1, len(shards))
+    workers = min(workers or usable_cpus(), len(shards))
     size = sum((root / f).stat().st_size for _, f in shards)
     if workers <= 1 or size < PARALLEL_BYTES:
         return {f: check_shard(root, m, f) for m, f in shards}
