@@ -59,7 +59,7 @@ def measure(tool: str, args: list[str], cores: int | None = None) -> None:
     elif tool == "report":
         from curation.report import main as run
     elif tool == "card":
-        from curation.publish import card, manifest
+        from curation.writer import card, manifest
 
         def run(argv):  # what curation.run does last: the card, its plots and its statistics
             card.write(Path(argv[0]), manifest.read(Path(argv[0])))

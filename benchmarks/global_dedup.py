@@ -13,7 +13,7 @@ import random
 import resource
 import time
 
-from curation.build.dedup import DedupRow, find_duplicates
+from curation.pipeline.dedup import DedupRow, find_duplicates
 
 
 def rows(n: int, seed: int = 0) -> list[DedupRow]:

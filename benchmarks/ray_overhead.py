@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 
 import ray  # noqa: E402
 
-from curation.build.ray_executor import RaySettings, connect  # noqa: E402
-from curation.publish import manifest  # noqa: E402
+from curation.pipeline.ray_executor import RaySettings, connect  # noqa: E402
+from curation.writer import manifest# noqa: E402
 from curation.run import main  # noqa: E402
 from tests.support.fake_openai import MODEL  # noqa: E402
 

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curation.publish.emit import PARQUET_SETTINGS  # noqa: E402
+from curation.writer.emit import PARQUET_SETTINGS  # noqa: E402
 
 # The child reports its own peak RSS once the run has returned: VmHWM, the high-water mark of its
 # own memory map. (Not ru_maxrss: Linux carries it across exec from the forked parent, so a child

@@ -53,9 +53,9 @@ from curation.core import images  # noqa: E402
 from curation.backends.teachers.vllm_server import VllmServerTeacher  # noqa: E402
 from curation.core.images import ImageRef  # noqa: E402
 from curation.core.records import StageOutput  # noqa: E402
-from curation.build.stages.base import StageContext  # noqa: E402
-from curation.build.stages.initial_thinking import InitialThinking  # noqa: E402
-from curation.build.store import Store  # noqa: E402
+from curation.pipeline.stages.base import StageContext  # noqa: E402
+from curation.pipeline.stages.initial_thinking import InitialThinking  # noqa: E402
+from curation.pipeline.store import Store  # noqa: E402
 from tests.support.fake_openai import MODEL  # noqa: E402
 
 

@@ -10,8 +10,8 @@ from typing import Sequence
 from omegaconf import OmegaConf
 
 from curation.core.config import load_config, wants_help
-from curation.publish import trainer_config
-from curation.publish.export import USAGE, ExportError, export_irg
+from curation.after_run import trainer_config
+from curation.after_run.export import USAGE, ExportError, export_irg
 
 
 def main(overrides: Sequence[str] | None = None) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from curation.core.config import load_config
-from curation.publish.merge import merge
+from curation.writer.merge import merge
 
 
 def main(overrides: Sequence[str] | None = None) -> Path:

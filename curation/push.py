@@ -10,8 +10,8 @@ from huggingface_hub.errors import HfHubHTTPError
 from omegaconf import OmegaConf
 
 from curation.core.config import load_config, wants_help
-from curation.publish.push import USAGE, PushError, run, scrub
-from curation.publish.validate import ValidationFailed
+from curation.after_run.push import USAGE, PushError, run, scrub
+from curation.after_run.validate import ValidationFailed
 
 
 def main(overrides: Sequence[str] | None = None) -> int:

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Sequence
 
 from curation.core.config import load_config, wants_help
-from curation.publish import manifest
-from curation.publish.report import USAGE, Settings, build
+from curation.writer import manifest
+from curation.after_run.report import USAGE, Settings, build
 
 
 def main(overrides: Sequence[str] | None = None) -> Path:

@@ -23,23 +23,23 @@ from omegaconf.errors import OmegaConfBaseException
 
 from curation.backends.base import Backend, BackendUnavailable, Source
 from curation.backends.factory import build_backend, build_backends
-from curation.build.dedup_pass import KEYS_FILE, duplicates_of, keys_frame, write_keys
-from curation.build.executor import Executor, RunStats, SampleWalker
-from curation.build.gates import Gates, GateSettings
-from curation.build.plan import Plan, PlanError, build_plan, plan_key
-from curation.build.samples import GATES, read_samples
-from curation.build.shared_store import is_url, open_store
-from curation.build.store import Store
+from curation.pipeline.dedup_pass import KEYS_FILE, duplicates_of, keys_frame, write_keys
+from curation.pipeline.executor import Executor, RunStats, SampleWalker
+from curation.pipeline.gates import Gates, GateSettings
+from curation.pipeline.plan import Plan, PlanError, build_plan, plan_key
+from curation.pipeline.samples import GATES, read_samples
+from curation.pipeline.shared_store import is_url, open_store
+from curation.pipeline.store import Store
 from curation.core.config import ConfigError, load_config, wants_help
 from curation.core.progress import Progress
 from curation.core.records import Sample
 from curation.core.schema import SchemaError
-from curation.publish import manifest
-from curation.publish.dataset import DatasetWriter, publish_manifest
-from curation.publish.emit import EmitPlan, EmitSettings, emit_outcomes
-from curation.publish.manifest import CheckerScores, Manifest, RunAccount
-from curation.publish.quality_figures import CHECKS as QUALITY_CHECKS
-from curation.publish.quality_figures import QualitySummary
+from curation.writer import manifest
+from curation.writer.dataset import DatasetWriter, publish_manifest
+from curation.writer.emit import EmitPlan, EmitSettings, emit_outcomes
+from curation.writer.manifest import CheckerScores, Manifest, RunAccount
+from curation.writer.quality_figures import CHECKS as QUALITY_CHECKS
+from curation.writer.quality_figures import QualitySummary
 
 __all__ = ["build_backend", "main", "run"]
 
@@ -130,8 +130,8 @@ def make_progress(plan: Plan, cfg: DictConfig) -> Progress:
 
 def walk_on_ray(cfg: DictConfig, plan: Plan, gate_settings: GateSettings, store_url: str, run_key: str,
                 stage_settings: dict, progress: Progress) -> tuple[RunStats, dict]:
-    """`executor=ray`: the same walk on Ray Data (curation/build/ray_executor.py); needs the ray extra."""
-    from curation.build.ray_executor import RayExecutor, RaySettings
+    """`executor=ray`: the same walk on Ray Data (curation/pipeline/ray_executor.py); needs the ray extra."""
+    from curation.pipeline.ray_executor import RayExecutor, RaySettings
 
     executor = RayExecutor(plan, make_backends=functools.partial(build_backends, cfg, [s.role for s in plan.stages
                                                                                           if s.role]),

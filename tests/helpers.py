@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 
-from curation.publish import manifest
+from curation.writer import manifest
 from curation.run import main
 
 FAST = ["image_size=128", "run.progress_interval_s=60"]

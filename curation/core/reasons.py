@@ -30,8 +30,8 @@ ID_EMPTY = "id_empty"  # the id is an empty or white-space string
 ID_INVALID = "id_invalid"  # the id is neither text nor an integer
 ID_DUPLICATE = "id_duplicate"  # the same id as an earlier row (the first keeps it)
 
-# Reject reasons of the quality stages (curation/build/stages/*_quality.py, improvement.py) and of
-# the semantic dedup (curation/build/semantic_dedup.py).
+# Reject reasons of the quality stages (curation/pipeline/stages/*_quality.py, improvement.py) and of
+# the semantic dedup (curation/pipeline/semantic_dedup.py).
 LOW_ALIGNMENT = "low_alignment"  # image–prompt alignment below the stage's min_alignment
 LOW_AESTHETIC = "low_aesthetic"  # aesthetic score below min_aesthetic
 UNSAFE = "unsafe"  # unsafe probability above max_unsafe

@@ -81,7 +81,7 @@ class Sample:
     lineage: dict[str, Any] = field(default_factory=dict)
     reject: Reject | None = None
     #: (sample_id, prompt_key, image_sha256, phash) for rows that passed the per-row gates: what the
-    #: end-of-run dedup pass (build/dedup.py) compares; None for rows turned away before that.
+    #: end-of-run dedup pass (pipeline/dedup.py) compares; None for rows turned away before that.
     dedup: tuple | None = None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from curation.publish import manifest
+from curation.writer import manifest
 from tests.helpers import build
 
 

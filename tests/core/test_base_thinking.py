@@ -7,8 +7,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from curation.publish import manifest
-from curation.build.plan import PlanError, build_plan
+from curation.writer import manifest
+from curation.pipeline.plan import PlanError, build_plan
 from tests.helpers import build
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from curation.backends.base import BackendUnavailable
 from curation.core.config import REDACTED, load_config, redact
-from curation.build.plan import PlanError, build_plan
+from curation.pipeline.plan import PlanError, build_plan
 from curation.run import main
 from curation.core.schema import MODE_KEYS, SchemaError, resolve_mode
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.merge import main as merge_main
-from curation.publish import manifest
+from curation.writer import manifest
 from tests.gates.cases import distinct_image, encode
 from tests.helpers import build, shard_digests
 

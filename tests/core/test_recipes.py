@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curation.publish import manifest
+from curation.writer import manifest
 
 from curation.core import schema
 from tests.helpers import build

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from curation.publish import manifest
+from curation.writer import manifest
 
 from curation.core import schema
 from curation.merge import main as merge_main
-from curation.publish.merge import MergeError
+from curation.writer.merge import MergeError
 from tests.helpers import build, shard_digests
 
 

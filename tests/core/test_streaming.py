@@ -10,9 +10,9 @@ import threading
 import pytest
 
 from curation.backends.sources.offline import OfflinePrompts
-from curation.build.store import Store
+from curation.pipeline.store import Store
 from curation.core.progress import Progress
-from curation.publish import manifest
+from curation.writer import manifest
 from tests.helpers import build
 
 HOLD_AFTER = 4  # rows the source yields before it waits for the first stored outcome

@@ -7,7 +7,7 @@ import random
 import polars as pl
 import pytest
 
-from curation.build.dedup import (DedupRow, Duplicate, StreamingDedupIndex, as_frame, bands,
+from curation.pipeline.dedup import (DedupRow, Duplicate, StreamingDedupIndex, as_frame, bands,
                                   find_duplicates)
 from curation.core.reasons import IMAGE_DUPLICATE, IMAGE_NEAR_DUPLICATE, PROMPT_DUPLICATE
 
@@ -111,7 +111,7 @@ def test_same_result_for_any_order_or_split_into_four_shards():
 
 
 def test_many_copies_of_one_hash_are_collapsed_before_the_join(monkeypatch):
-    import curation.build.dedup as dedup
+    import curation.pipeline.dedup as dedup
 
     monkeypatch.setattr(dedup, "_JOIN_CHUNK", 7)  # several chunks per band
     rows = [DedupRow(f"{i:04d}", f"p{i}", f"i{i}", 42) for i in range(3000)] + [DedupRow("9999", "x", "y", 43)]

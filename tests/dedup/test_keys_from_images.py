@@ -16,10 +16,10 @@ import polars as pl
 from PIL import Image, ImageDraw
 
 from curation.backends.base import SourceItem
-from curation.build.dedup import DedupRow, as_frame, find_duplicates
-from curation.build.gates import Gates, GateSettings, normalise_prompt
-from curation.build.samples import in_shard, sample_id_for
-from curation.build.store import Store
+from curation.pipeline.dedup import DedupRow, as_frame, find_duplicates
+from curation.pipeline.gates import Gates, GateSettings, normalise_prompt
+from curation.pipeline.samples import in_shard, sample_id_for
+from curation.pipeline.store import Store
 from curation.core.reasons import IMAGE_DUPLICATE, IMAGE_NEAR_DUPLICATE, PROMPT_DUPLICATE
 from tests.dedup.test_dedup import brute_force
 

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from curation.backends.base import SourceItem
-from curation.build.gates import Gates, GateSettings
+from curation.pipeline.gates import Gates, GateSettings
 from curation.core.records import Reject, Sample
-from curation.build.store import Store
+from curation.pipeline.store import Store
 from tests.gates.cases import Case, distinct_image, encode, gate_cases
 
 

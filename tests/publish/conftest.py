@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curation.publish import card, manifest
+from curation.writer import card, manifest
 from curation.world.scene import sample_scene, scene_to_prompt
 from tests.helpers import build
 

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from curation.publish import card, manifest
-from curation.publish.validate import Kind, card_header, validate
+from curation.writer import card, manifest
+from curation.after_run.validate import Kind, card_header, validate
 
 MODE = "improving_full_learning"
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from curation import report
 from curation.core import schema
-from curation.publish import card, figures, manifest
+from curation.writer import card, figures, manifest
 from tests.helpers import build
 
 N = 150

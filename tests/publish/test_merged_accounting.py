@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from curation.publish.manifest import merge_backend_accounting
+from curation.writer.manifest import merge_backend_accounting
 
 
 def teacher(calls, completion, wall, requests, latency):

@@ -12,7 +12,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 from huggingface_hub.errors import HfHubHTTPError
 
 from curation import push
-from curation.publish import push as push_logic
+from curation.after_run import push as push_logic
 from tests.publish.fakehub import FakeHub, is_lfs
 
 TOKEN = "hf_" + "FAKE" * 8  # a fake, built so secret scanners do not flag the file

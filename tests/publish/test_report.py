@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from curation import report
-from curation.publish import report as report_logic
+from curation.after_run import report as report_logic
 
 from curation.core import schema
 from tests.publish.chromium import Chromium, find_chromium

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.publish import validate as validation
-from curation.publish.validate import Kind, validate
+from curation.after_run import validate as validation
+from curation.after_run.validate import Kind, validate
 
 MODE = "improving_full_learning"
 

@@ -7,7 +7,7 @@ import io
 from PIL import Image
 
 from curation.core.records import Outcome, Reject
-from curation.publish import quality_figures
+from curation.writer import quality_figures
 
 MODES = {"initial_full_learning": ("score_hq_image", "hq_image_quality", "initial_thinking"),
          "improving_full_learning": ("score_hq_image", "hq_image_quality", "initial_image", "score_initial_image",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from curation.publish import manifest
+from curation.writer import manifest
 from curation.report import main as report_main
 from tests.helpers import build
 

@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from curation.build.plan import build_plan
+from curation.pipeline.plan import build_plan
 from curation.core import schema
-from curation.publish import manifest
+from curation.writer import manifest
 from curation.run import main
 from tests.helpers import backend_calls, build
 from tests.quality.test_scorers import clip_embeddings

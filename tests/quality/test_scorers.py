@@ -11,7 +11,7 @@ import torch
 from curation.backends.base import BackendUnavailable, ImageInput
 from curation.backends.scorers.alignment import AlignmentModel
 from curation.backends.scorers.transformers_scorer import TransformersScorer
-from curation.build.stages.quality_checks import failed_check
+from curation.pipeline.stages.quality_checks import failed_check
 from tests.quality.conftest import noise_images
 from tests.quality.tiny_models import plant_aesthetic_head, plant_clip_alignment, plant_unsafe
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation.build.semantic_dedup import (REASON, decode_embedding, encode_embedding,
+from curation.pipeline.semantic_dedup import (REASON, decode_embedding, encode_embedding,
                                            find_semantic_duplicates)
 
 

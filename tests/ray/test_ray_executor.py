@@ -23,14 +23,14 @@ import ray
 import curation.run as run_module
 from curation.backends.base import BackendUnavailable
 from curation.backends.factory import build_backend, build_backends
-from curation.build.executor import GATES
-from curation.build.gates import GateSettings
-from curation.build.plan import build_plan
-from curation.build.ray_executor import RayExecutor, RaySettings
+from curation.pipeline.executor import GATES
+from curation.pipeline.gates import GateSettings
+from curation.pipeline.plan import build_plan
+from curation.pipeline.ray_executor import RayExecutor, RaySettings
 from curation.core import schema
 from curation.core.config import load_config
 from curation.core.progress import Progress
-from curation.publish import manifest
+from curation.writer import manifest
 from tests.helpers import FAST, build, shard_digests
 from tests.support.fake_openai import MODEL, FakeOpenAI, serve
 

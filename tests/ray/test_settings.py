@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from curation.build.ray_executor import RaySettings, merge_accounting
+from curation.pipeline.ray_executor import RaySettings, merge_accounting
 from curation.core.config import ConfigError, load_config
 
 

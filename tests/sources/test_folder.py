@@ -12,9 +12,9 @@ import pytest
 
 from curation.backends.base import BackendUnavailable
 from curation.backends.sources.folder import FolderSource
-from curation.build.gates import Gates, GateSettings
+from curation.pipeline.gates import Gates, GateSettings
 from curation.core.records import Reject, Sample
-from curation.build.store import Store
+from curation.pipeline.store import Store
 from tests.gates.cases import Case, distinct_image, encode, gate_cases
 
 SUFFIX = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"GIF8": ".gif"}

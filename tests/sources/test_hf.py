@@ -9,9 +9,9 @@ import pytest
 
 from curation.backends.base import BackendUnavailable
 from curation.backends.sources.hf import HFSource
-from curation.build.gates import Gates, GateSettings
+from curation.pipeline.gates import Gates, GateSettings
 from curation.core.records import Reject, Sample
-from curation.build.store import Store
+from curation.pipeline.store import Store
 from tests.gates.cases import Case, distinct_image, encode, gate_cases
 
 FEATURES = datasets.Features({"caption": datasets.Value("string"), "image": datasets.Image(),

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from curation.publish import manifest
+from curation.writer import manifest
 from curation.run import main
 from curation.world.render import render_scene
 from curation.world.scene import sample_scene, scene_to_prompt

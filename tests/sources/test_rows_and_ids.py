@@ -26,8 +26,8 @@ import pytest
 from curation.backends.base import BackendUnavailable
 from curation.backends.sources.folder import FolderSource
 from curation.backends.sources.hf import HFSource
-from curation.build.gates import Gates, GateSettings
-from curation.build.store import Store
+from curation.pipeline.gates import Gates, GateSettings
+from curation.pipeline.store import Store
 from curation.core.records import Reject, Sample
 from tests.gates.cases import distinct_image, encode
 

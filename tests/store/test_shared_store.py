@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from curation.build.shared_store import SharedStore, open_store
-from curation.build.store import Store
+from curation.pipeline.shared_store import SharedStore, open_store
+from curation.pipeline.store import Store
 from curation.core.config import ConfigError
 from curation.core.images import ImageRef
 from curation.core.records import Outcome, Reject, StageOutput
-from curation.publish import manifest
+from curation.writer import manifest
 from curation.run import main
 from tests.helpers import FAST, build, shard_digests
 from tests.store import writer

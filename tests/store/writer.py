@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from curation.build.shared_store import SharedStore
+from curation.pipeline.shared_store import SharedStore
 from curation.core import images
 from curation.core.images import ImageRef
 from curation.core.records import StageOutput

@@ -15,8 +15,8 @@ from curation.backends.base import ImageInput
 from curation.backends.teachers.vllm_server import PreparedImages
 from curation.core.config import load_config
 from curation.core.images import ImageRef
-from curation.build.stages.base import StageContext
-from curation.build.store import Store
+from curation.pipeline.stages.base import StageContext
+from curation.pipeline.store import Store
 from tests.helpers import build
 from tests.teacher.helpers import rows, server_teacher
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from curation.backends.base import BackendFailed
-from curation.publish import manifest
+from curation.writer import manifest
 from tests.helpers import build
 from tests.support.fault_proxy import Call, FaultProxy, Status
 from tests.teacher.helpers import assert_each_sample_once, rejects, rows, server_teacher, stored_rejects

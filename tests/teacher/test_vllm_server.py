@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from curation.publish import manifest
+from curation.writer import manifest
 from curation.backends.base import BackendUnavailable
 from curation.backends.http import ServerGone
-from curation.build.stages.base import derive_seed
+from curation.pipeline.stages.base import derive_seed
 from tests.helpers import build
 from tests.support.aio_server import ServerThread
 from tests.support.fake_openai import FakeOpenAI

@@ -17,7 +17,7 @@ import yaml
 
 from curation.core import schema
 from curation.export import main
-from curation.publish.export import ConversationJson, ExportError, check_image, conversation
+from curation.after_run.export import ConversationJson, ExportError, check_image, conversation
 from curation.trainer.official_format import read_folder, read_info
 
 U, A = "user", "assistant"
@@ -122,7 +122,7 @@ def test_export_is_the_same_with_any_number_of_processes(offline_dataset, tmp_pa
 
 
 def test_export_on_one_core_runs_without_threads_and_writes_the_same_files(offline_dataset, tmp_path, monkeypatch):
-    from curation.publish import export
+    from curation.after_run import export
 
     args = [f"data={offline_dataset}", "format=irg", "row_group_rows=3", "rows_per_file=5", "processes=1"]
     threaded = main([*args, f"out={tmp_path}/threaded"])
