@@ -17,9 +17,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from curation.backends.base import Backend, BackendUnavailable, Source
 from curation.backends.factory import build_backend, build_backends
@@ -30,7 +28,8 @@ from curation.pipeline.plan import Plan, PlanError, build_plan, plan_key
 from curation.pipeline.samples import GATES, read_samples
 from curation.pipeline.shared_store import is_url, open_store
 from curation.pipeline.store import Store
-from curation.core.config import ConfigError, load_config, wants_help
+from curation.core.cli import command
+from curation.core.config import ConfigError
 from curation.core.progress import Progress
 from curation.core.records import Sample
 from curation.core.schema import SchemaError
@@ -203,20 +202,8 @@ def print_summary(out: Path, doc: Manifest, stats: RunStats) -> None:
     print(f"  load with: datasets.load_dataset({str(out)!r}, {next(iter(doc.modes))!r})", file=sys.stderr)
 
 
-def main(overrides: Sequence[str] | None = None) -> Path:
-    """Entry point. Called with `overrides` (from Python, tests) errors propagate as exceptions;
-    from the command line a misconfiguration is one sentence and exit status 2, no traceback."""
-    argv = list(sys.argv[1:] if overrides is None else overrides)
-    if wants_help(argv):
-        print(USAGE)
-        raise SystemExit(0)
-    try:
-        return run(load_config("config", argv))
-    except (BackendUnavailable, ConfigError, PlanError, SchemaError, HydraException, OmegaConfBaseException) as exc:
-        if overrides is not None:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+#: From the command line: each of these is one sentence and exit status 2 (curation/core/cli.py).
+main = command("config", USAGE, errors=(BackendUnavailable, PlanError, SchemaError))(run)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ PLANTED = [
     (0.45, 2.0, -4.0, "low_aesthetic"),
     (0.40, 6.5, 4.0, "unsafe"),
     (0.60, 7.0, -3.0, None),
-    (0.30, 5.0, 0.0, None),  # every score exactly on its threshold (0.3, 5.0, p=0.5): thresholds are inclusive
+    # Every score just inside its threshold (0.3, 5.0, p=0.5). Not exactly on it: a planted value comes back
+    # through float32 model arithmetic within ~1e-6, so "exactly equal" is a unit test (test_scorers.py).
+    (0.301, 5.001, -0.01, None),
     (0.05, 1.0, 5.0, "low_alignment"),  # fails all three: the first check's reason
     (0.55, 5.5, -2.0, None),
     (0.35, 8.0, 1.0, "unsafe"),
