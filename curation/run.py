@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 

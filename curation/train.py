@@ -9,7 +9,6 @@ model=tiny trains the embedded small model here (one process, or many under
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Sequence
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from curation.core.files import write_atomic
 from curation.writer import emit
 
 from curation.core import schema
@@ -223,7 +224,7 @@ def write(out: Path, doc: dict, *, workers: int | None = None) -> Stats:
         (staging / name).write_bytes(data)
     (staging / SAVED).write_text(saved(out, doc, stats))  # the report reuses them while the shards are unchanged
     emit.replace_dir(staging, out / ASSETS)
-    emit.write_file_atomic(out / "README.md", render(doc, stats, sorted(pngs)))
+    write_atomic(out / "README.md", render(doc, stats, sorted(pngs)))
     return stats
 
 
