@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from curation.pipeline.stages import ALL_STAGES
+from curation.pipeline.stages import registered
 from curation.core import schema
 from curation.core.cpus import usable_cpus
 from curation.writer import quality_figures
@@ -46,7 +46,7 @@ from curation.writer import emit
 THINKING_COLUMNS = ("initial_thinking", "improving_thinking")
 # Lineage keys a backend records per stage (teachers: tokens and latency of the accepted attempt).
 TEMPLATE_KEY = "template"
-STAGE_ROLES = {cls.name: cls.role for cls in ALL_STAGES}
+STAGE_ROLES = {cls.name: cls.role for cls in registered()}
 #: Below this many shard bytes, starting worker processes (~2 s each, spawned) costs more than the pass (~3 s per GB).
 PARALLEL_BYTES = 2 * 1024 * 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -72,10 +72,23 @@ def funnel(entry: dict) -> list[tuple[str, int, int]]:
 
 
 def stage_order(doc: dict) -> list[str]:
-    """Every stage of any mode's funnel, in data-flow order."""
-    canonical = ["gates", *STAGE_ROLES, emit.VALIDATE]
+    """Every stage of any mode's funnel, in data-flow order (the plan's, as each mode lists its stages)."""
+    canonical = ["gates", *_merged_order([entry.get("stages", []) for entry in doc["modes"].values()]), emit.VALIDATE]
     found = {s for entry in doc["modes"].values() for s, _, _ in funnel(entry)}
     return sorted(found - set(canonical)) + [s for s in canonical if s in found]
+
+
+def _merged_order(lists: list[list[str]]) -> list[str]:
+    """One order that keeps the relative order of every list (each is a part of the same plan order)."""
+    after: dict[str, set[str]] = {}
+    for names in lists:
+        for i, name in enumerate(names):
+            after.setdefault(name, set()).update(names[:i])
+    order: list[str] = []
+    while len(order) < len(after):
+        order.append(min((n for n in after if n not in order and after[n] <= set(order)),
+                         key=lambda n: min(names.index(n) if n in names else len(names) for names in lists)))
+    return order
 
 
 # ----------------------------------------------------------------------------- what the rows say
