@@ -136,25 +136,31 @@ def registered() -> tuple[type[Stage], ...]:
 class ChatStage(Stage):
     """A stage that asks a chat model (the teacher, a judge): it owns its prompt template.
 
-    The template may use the stage's `needs` by name: the ones listed in `images` as images, the
-    others as text placeholders (checked when the stage is built, so a wrong template stops the
-    run before any work). Its name@version goes into lineage, its content into the stage's key.
+    By default the template uses the stage's `needs` by name: the ones listed in `images` as images,
+    the others as text placeholders, and `request()` fills them. A stage that sends something else
+    (a judge shows the same two images in both orders) names the template's `images` and `texts`
+    and builds its `ChatRequest` itself. Either way the template is checked when the stage is
+    built, so a wrong one stops the run before any work. Its name@version goes into lineage, its
+    content into the stage's key.
     """
 
     role: ClassVar[str | None] = "teacher"
     #: `curation/templates/<template>.yaml`
     template: ClassVar[str]
-    #: Which of `needs` the template shows as images.
+    #: The images the template shows (by default: which of `needs` are images).
     images: ClassVar[tuple[str, ...]] = ()
+    #: The template's text placeholders (None: the `needs` that are not images).
+    texts: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self):
-        self.chat_template: Template = load_template(self.template, images=set(self.images),
-                                              placeholders=set(self.needs) - set(self.images))
+        texts = self.texts if self.texts is not None else [n for n in self.needs if n not in self.images]
+        self.chat_template: Template = load_template(self.template, images=set(self.images), placeholders=set(texts))
 
     def call_identity(self) -> dict[str, Any]:
         return {"template": self.chat_template.tag, "template_sha256": self.chat_template.digest}
 
     async def request(self, inputs: dict[str, Any], ctx: StageContext, seed: int) -> ChatRequest:
         images = {name: await ctx.load_image_input(inputs[name]) for name in self.images}
-        values = {name: inputs[name] for name in self.needs if name not in self.images}
+        values = {name: inputs[name] for name in (self.texts if self.texts is not None else self.needs)
+                  if name not in self.images}
         return ChatRequest(self.chat_template, values, images, seed)
