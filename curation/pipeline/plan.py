@@ -11,7 +11,8 @@ with the scoring stage it reads). Report-only stages serve no mode: their reject
 
 The order is topological over needs and makes. Among stages that are ready at the same point,
 checks and what they need come first (a sample a check rejects costs no later model call), then
-the stages more modes use, then by name: the same registry always gives the same plan.
+the stages more modes use, then those more stages depend on, then by name: the same registry
+always gives the same plan.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping
 
@@ -177,25 +179,37 @@ def build_plan(modes: dict[str, int], *, source_provides_images: bool, improving
 def dependency_order(users: Mapping[type[Stage], int]) -> list[type[Stage]]:
     """The stages (with how many modes use each) in topological order over needs and makes.
 
-    Ties: checks and what they need first, then the stages more modes use (a sample rejected there
-    is rejected in more modes, so skips more), then by name."""
+    Ties: checks and what they need first, the nearer to a check the sooner; then the stages more
+    modes use (a sample rejected there is rejected in more modes, so skips more); then those more
+    stages depend on (the same reason, within a mode); then by name."""
     classes = set(users)
     maker = {field: cls for cls in classes for field in cls.makes}
     providers = {cls: {maker[f] for f in cls.needs if f in maker} for cls in classes}
-    early: set[type[Stage]] = set()
+    # Steps from each stage to the nearest check that needs it (a check: 0; none: after all others).
+    to_check: dict[type[Stage], float] = {cls: (0 if cls.check else math.inf) for cls in classes}
     todo = [cls for cls in classes if cls.check]
     while todo:
         cls = todo.pop()
-        if cls not in early:
-            early.add(cls)
-            todo.extend(providers[cls])
+        for provider in providers[cls]:
+            if to_check[cls] + 1 < to_check[provider]:
+                to_check[provider] = to_check[cls] + 1
+                todo.append(provider)
+    dependents: dict[type[Stage], set[type[Stage]]] = {cls: set() for cls in classes}
+    for cls in sorted(classes, key=lambda c: c.name):
+        todo = list(providers[cls])
+        while todo:
+            provider = todo.pop()
+            if cls not in dependents[provider]:
+                dependents[provider].add(cls)
+                todo.extend(providers[provider])
     order: list[type[Stage]] = []
     done: set[type[Stage]] = set()
     while len(order) < len(classes):
         ready = [cls for cls in classes - done if providers[cls] <= done]
         if not ready:
             raise PlanError(f"the stages {sorted(c.name for c in classes - done)} need each other's fields")
-        first = min(ready, key=lambda cls: (cls not in early, -users[cls], cls.name, cls.__name__))
+        first = min(ready, key=lambda cls: (to_check[cls], -users[cls], -len(dependents[cls]), cls.name,
+                                            cls.__name__))
         order.append(first)
         done.add(first)
     return order
