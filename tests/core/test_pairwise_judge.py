@@ -143,6 +143,10 @@ def test_an_offline_judged_run_keeps_its_verdicts_and_the_defects_decide_them(tm
     assert outcomes[True] and set(outcomes[True]) == {"improved_preferred"}
     assert set(outcomes.get(False, [])) <= {"orders_disagree"}
     assert len(outcomes[True]) > len(rows) / 2
+    # The card shows the preference rate: improved preferred / judged (kept rows and the judge's rejects).
+    preferred = sum(o == "improved_preferred" for found in outcomes.values() for o in found)
+    card = (judged / "README.md").read_text().split("## Judge preference")[1]
+    assert f"| `improving_full` | 16 | {preferred} |" in card and f"{preferred / 16:.1%} |" in card and "63.3%" in card
 
 
 def test_the_judge_shares_the_teacher_unless_one_of_its_own_is_configured():
