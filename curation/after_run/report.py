@@ -411,6 +411,7 @@ def build(data: Path, out: Path, settings: Settings) -> Path:
         rates={m: {s: f"{p / e:.1%}" if e else "—" for s, e, p in figures.funnel(entry)}
                for m, entry in doc["modes"].items()},
         stages=figures.stage_order(doc), settings=settings,
+        preference=figures.preference_rates(doc, stats), paper_preference=figures.PAPER_PREFERENCE_RATE,
         data=str(data.resolve()))
     write_atomic(out / "index.html", index)
     return out / "index.html"

@@ -49,7 +49,7 @@ NO_FLOOR = "stages.hq_image_quality.min_alignment=null"  # clip.yaml's default f
 
 def test_plan_puts_quality_stages_in_every_mode_before_the_teacher():
     modes = {m: 4 for m in schema.MODE_KEYS}
-    plan = build_plan(modes, source_provides_images=True, with_checker=False, with_scorer=True)
+    plan = build_plan(modes, source_provides_images=True, roles={"scorer"})
     teacher_stages = {s.name for s in plan.stages if s.role == "teacher"}
     for mode, stages in plan.mode_stages.items():
         first_teacher = min(stages.index(s) for s in teacher_stages if s in stages)
@@ -59,7 +59,7 @@ def test_plan_puts_quality_stages_in_every_mode_before_the_teacher():
         if uses_initial:
             assert stages.index("improvement") < stages.index("improving_thinking")
     assert "improvement" in plan.mode_stages[IMPROVING] and "improvement" not in plan.mode_stages[MODE]
-    plain = build_plan(modes, source_provides_images=True, with_checker=False)
+    plain = build_plan(modes, source_provides_images=True)
     assert not {"score_hq_image", "hq_image_quality"} & {s.name for s in plain.stages}
 
 

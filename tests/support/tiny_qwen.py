@@ -125,11 +125,11 @@ def _requests(count: int, seed: int) -> list[tuple[str, list, list]]:
 
     from PIL import Image
 
-    from curation.backends.teachers.prompting import load_template
+    from curation.core.templates import load_template
 
     rng = random.Random(seed)
-    initial = load_template("teacher_initial_thinking", placeholders={"prompt"}, images={"image"})
-    improving = load_template("teacher_improving_thinking", placeholders={"prompt", "initial_thinking"},
+    initial = load_template("teacher_initial_thinking", placeholders={"prompt"}, images={"hq_image"})
+    improving = load_template("teacher_improving_thinking", placeholders={"prompt", "improving_initial_thinking"},
                               images={"initial_image", "hq_image"})
     words = ("red", "blue", "green", "ball", "cube", "cone", "two", "three", "on a table", "in a field", "at dusk")
     out = []
@@ -139,8 +139,9 @@ def _requests(count: int, seed: int) -> list[tuple[str, list, list]]:
         def picture():
             return Image.new("RGB", (56, 56), tuple(rng.randrange(256) for _ in range(3)))
 
+        improving_values = {"prompt": prompt, "improving_initial_thinking": INITIAL_ANSWER}
         for template, values, kind in ((initial, {"prompt": prompt}, "initial"),
-                                       (improving, {"prompt": prompt, "initial_thinking": INITIAL_ANSWER}, "improving")):
+                                       (improving, improving_values, "improving")):
             parts = template.render(values)
             out.append((template.system, parts, [picture() for kind_, _ in parts if kind_ == "image"], kind))
     return out
