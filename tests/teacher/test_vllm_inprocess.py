@@ -184,7 +184,7 @@ def test_a_refusal_that_fits_the_context_is_the_samples_once_the_settings_have_w
     # Nothing answered yet: the same refusal may meet every request (a regex the engine cannot compile).
     teacher = vllm_teacher(tiny_qwen)
     teacher.check()
-    with pytest.raises(BackendFailed, match="no request of this run has been answered yet") as caught:
+    with pytest.raises(BackendFailed, match="every request of this run so far was refused and none answered") as caught:
         ask_initial(teacher, ["an ODD ball"], image)
     assert "\n" not in str(caught.value)
     # Once requests of the run have been answered, it is this request's own: a kept reject quoting the engine.

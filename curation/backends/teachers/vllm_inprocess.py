@@ -26,12 +26,13 @@ Failures, one behaviour per class (docs/teacher.md):
   stops; nothing is stored for the request, and the same command resumes once the cause is fixed.
 - a request the engine refuses (`vllm.exceptions.VLLMValidationError`, vLLM >= 0.13; since then
   it is a `VLLMClientError`, not a `ValueError`, and `generate` re-raises it as it is): judged as
-  the server teacher judges an unexplained 400. The prompt is measured with the model's processor
-  (images expanded to their tokens) against the engine's `max_model_len`: over it, the sample's
-  kept `request_too_long` reject. Otherwise, once any request of this run has been answered, the
-  sample's kept `request_refused` reject quoting the engine; before that, nothing shows the
-  settings can work (a structured-output regex the engine cannot compile fails every request
-  alike), so the run stops. Any other `VLLMClientError` (a LoRA that is not there) stops the run.
+  the server teacher judges an unexplained 400 (`refusals.RefusalJudge`): once a request of this
+  run has been answered it is the sample's kept reject, and when every request in flight has been
+  refused with none answered (a context too small for any prompt, a structured-output regex the
+  engine cannot compile) the run stops. The reason is measured: the prompt's tokens by the model's
+  processor (images expanded) against the engine's `max_model_len` — over it `request_too_long`,
+  else `request_refused`, quoting the engine. Any other `VLLMClientError` (a LoRA that is not
+  there) stops the run.
 - `EngineGenerateError` (vLLM's "unexpected error in generate, recoverable"): a transient
   `engine_error` reject, tried again by the next run.
 Sampling settings are turned into `SamplingParams` once in `check()` — every field of
@@ -47,6 +48,7 @@ from typing import Any, Mapping
 
 from curation.backends.base import BackendFailed, BackendUnavailable
 from curation.backends.teachers.prompting import ChatTeacher, Completion, Sampling
+from curation.backends.teachers.refusals import RefusalJudge
 from curation.core.records import Reject
 
 MISSING_VLLM = ("teacher=vllm needs the vllm package, which is not installed here: on a CUDA machine run "
@@ -144,7 +146,7 @@ class VllmTeacher(ChatTeacher):
         self._engine = None
         self._processor = None
         self._request_ids = itertools.count()
-        self._answered = 0  # requests of this run the engine answered: proof that the settings work
+        self.refusals = RefusalJudge()  # whose fault a refusal is: what else of the run was answered
 
     def model_identity(self) -> tuple[str, str]:
         return self.model, self.revision or "unpinned"
@@ -198,6 +200,10 @@ class VllmTeacher(ChatTeacher):
         self._start_engine()  # normally done by check(); a failure here is a broken run, so it raises
         request_id = f"{stage}-{next(self._request_ids)}"
         prompt, params = self.prompt(system, parts), self.params(seed)  # our own errors stay errors
+        with self.refusals.request():
+            return await self._generate(prompt, params, request_id, stage)
+
+    async def _generate(self, prompt: dict[str, Any], params: Any, request_id: str, stage: str) -> Completion | Reject:
         final = None
         try:
             async for output in self._engine.generate(prompt, params, request_id):
@@ -207,7 +213,7 @@ class VllmTeacher(ChatTeacher):
                                 "stops; finished results are kept, and the same command resumes once the cause "
                                 "(GPU memory, driver, a crashed worker) is fixed") from exc
         except self.vllm.invalid as exc:  # this request's prompt or images, or every request alike: judged
-            return self._judge(exc, prompt, stage)
+            return await self._judge(exc, prompt, stage)
         except self.vllm.client_error as exc:  # refused for what the run asks (a LoRA that is not there)
             raise BackendFailed(f"vLLM refused a request of {self.model}: {type(exc).__name__}: "
                                 f"{' '.join(str(exc).split())}; every request would be refused alike, so the run "
@@ -217,20 +223,22 @@ class VllmTeacher(ChatTeacher):
             return Reject(stage, "engine_error", f"{type(cause).__name__}: {cause}", transient=True)
         if final is None or not final.outputs:
             return Reject(stage, "engine_error", "the engine ended the request without an answer", transient=True)
-        self._answered += 1
+        self.refusals.answer()
         return parse_output(final)
 
-    def _judge(self, exc: BaseException, prompt: dict[str, Any], stage: str) -> Reject:
+    async def _judge(self, exc: BaseException, prompt: dict[str, Any], stage: str) -> Reject:
         """This sample's reject, or the run stops (see the module docstring); measured, never read from the message."""
         detail = f"vLLM refused the request: {type(exc).__name__}: {' '.join(str(exc).split())}"
         size, limit = self.measure_prompt(prompt), self.context_length()
+        measured = f"; the prompt is {size} tokens, max_model_len {limit}" if size is not None and limit else ""
+        if not await self.refusals.samples_own():
+            raise BackendFailed(f"{detail}{measured}; every request of this run so far was refused and none answered, "
+                                "so the engine would refuse them all: the run stops (nothing was stored); raise "
+                                "teacher.engine.max_model_len, lower teacher.max_pixels, or fix the setting, and run "
+                                "the same command again") from exc
         if size is not None and limit is not None and size >= limit:
-            return Reject(stage, "request_too_long", f"{detail}; the prompt is {size} tokens, max_model_len {limit}")
-        if self._answered:
-            return Reject(stage, "request_refused", detail)
-        raise BackendFailed(f"{detail}; no request of this run has been answered yet, so every request may be "
-                            "refused alike: the run stops (nothing was stored for it); fix the setting and run the "
-                            "same command again") from exc
+            return Reject(stage, "request_too_long", detail + measured)
+        return Reject(stage, "request_refused", detail + measured)
 
     def measure_prompt(self, prompt: dict[str, Any]) -> int | None:
         """The prompt's length in tokens as the engine counts it: the processor expands each image to its tokens."""

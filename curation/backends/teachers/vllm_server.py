@@ -32,6 +32,7 @@ from typing import Any, Mapping
 from PIL import Image
 
 from curation.backends.base import BackendUnavailable, ImageInput
+from curation.backends.teachers.refusals import RefusalJudge
 from curation.backends.teachers.prompting import (INLINE_MAX_PIXELS, ChatTeacher, Completion, ImageBudget,
                                                   ImageEncoding, encode_image, fit_image, fitted_size)
 from curation.backends.http import (AmbiguousRefusal, ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed,
@@ -66,6 +67,7 @@ class VllmServerTeacher(ChatTeacher):
         self.api = api
         self.max_model_len: int | None = None  # from the server's model card, when it lists one
         self._tokenizer_client: HttpClient | None = None  # made at the first refusal that needs measuring
+        self.refusals = RefusalJudge()
         try:
             self.http_settings = HttpSettings(base_url=self.base_url, api_key_env=api_key_env, **http)
             self.client = HttpClient(self.http_settings, max_connections=self.concurrency)
@@ -144,12 +146,14 @@ class VllmServerTeacher(ChatTeacher):
     async def complete(self, system: str, parts: list[tuple[str, Any]], seed: int, stage: str) -> Completion | Reject:
         # A configuration refusal (ServerRefused) or a server gone (ServerGone) propagates: the run stops.
         payload = self.payload(system, parts, seed)
-        try:
-            data = await self.client.post_json("/chat/completions", payload)
-        except RequestFailed as exc:  # transient after the last attempt, or refused for this sample
-            return Reject(stage, exc.reason, exc.detail, transient=exc.transient)
-        except AmbiguousRefusal as exc:  # this sample, or every request alike? measured, not read
-            return await self._judge(exc, payload, stage)
+        with self.refusals.request():
+            try:
+                data = await self.client.post_json("/chat/completions", payload)
+            except RequestFailed as exc:  # transient after the last attempt, or refused for this sample
+                return Reject(stage, exc.reason, exc.detail, transient=exc.transient)
+            except AmbiguousRefusal as exc:  # this sample, or every request alike? measured, not read
+                return await self._judge(exc, payload, stage)
+            self.refusals.answer()
         completion = parse_chat_response(data)
         if isinstance(completion, str):
             return Reject(stage, "malformed_response", completion, transient=True)
@@ -158,25 +162,27 @@ class VllmServerTeacher(ChatTeacher):
         return completion
 
     async def _judge(self, refusal: AmbiguousRefusal, payload: dict[str, Any], stage: str) -> Reject:
-        """A 400 that names no field: this sample's reject, or the run stops (the `ServerRefused` re-raised).
+        """A 400 that names no field: this sample's kept reject, or the run stops (`ServerRefused`).
 
-        1. The prompt is measured where the server can say it (vLLM's `POST /tokenize` takes the same
-           messages and answers `count` and `max_model_len`): a prompt that leaves no room for one
-           answer token is too long, whatever else happens — `request_too_long`, kept.
-        2. Otherwise, if requests of this run have been answered, the setting works and this
-           request differs by what it holds — `request_refused`, kept, quoting the server.
-        3. Otherwise nothing shows the configuration can work: the run stops, nothing stored.
+        Whose fault it is comes from what else happened (`refusals.RefusalJudge`): once a request
+        of this run has been answered, it is this sample's; if every request in flight is refused
+        and none answered, it is the setting's, and the run stops. The reason comes from a
+        measurement: vLLM's `POST /tokenize` takes the same messages and answers `count` (images
+        counted) and `max_model_len`; a prompt that leaves no room for one answer token is
+        `request_too_long`, any other refusal `request_refused`, quoting the server.
         """
         size = await self._measure(payload)
-        detail = f"POST /chat/completions: {refusal.error.describe()} (not retried)"
+        measured = f"; the prompt is {size[0]} tokens, the server's max_model_len {size[1]}" if size else ""
+        detail = f"POST /chat/completions: {refusal.error.describe()} (not retried){measured}"
+        if not await self.refusals.samples_own():
+            raise ServerRefused(f"the server at {self.base_url} refused every request of this run so far and answered "
+                                f"none ({refusal.error.describe()}{measured}), so it would refuse them all: raise the "
+                                "server's --max-model-len, lower teacher.max_pixels, or fix the setting it names; "
+                                "nothing was stored, and the same command runs again", refusal.error) from None
+        self.client.accounting.refused += 1
         if size is not None and size[0] >= size[1]:
-            self.client.accounting.refused += 1
-            return Reject(stage, "request_too_long", f"{detail}; the prompt is {size[0]} tokens, the server's "
-                                                     f"max_model_len {size[1]}")
-        if self.client.accounting.answered > 0:
-            self.client.accounting.refused += 1
-            return Reject(stage, "request_refused", detail)
-        raise refusal
+            return Reject(stage, "request_too_long", detail)
+        return Reject(stage, "request_refused", detail)
 
     async def _measure(self, payload: dict[str, Any]) -> tuple[int, int] | None:
         """`(prompt tokens, max_model_len)` from the server's `/tokenize` (vLLM: at the root, beside /v1),
