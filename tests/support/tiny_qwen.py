@@ -246,3 +246,51 @@ def train_to_write_thinkings(folder: Path, *, steps: int = 400, seed: int = 0,
     model.eval()
     model.save_pretrained(folder)
     return folder
+
+
+# ----------------------------------------------------------------------------- a tiny random Qwen3-VL
+
+def build_tiny_qwen3_vl(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny random Qwen3-VL: the real architecture and processor, whose vision tower cuts 16×16
+    patches and merges them 2×2, so one token per 32×32 pixels (Qwen2.5-VL: 28×28)."""
+    import torch
+    from transformers import (PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLConfig,
+                              Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor)
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(), eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>", additional_special_tokens=SPECIAL_TOKENS[1:])
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    hidden = 32
+    config = Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2],
+                                "mrope_interleaved": True},
+            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": hidden,
+            "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [1],
+        },
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(folder)
+    # As Qwen3-VL's preprocessor_config.json: 16-pixel patches merged 2×2; wide pixel bounds, so the
+    # teacher's budget is what decides.
+    image_processor = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2,
+                                            image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+                                            size={"shortest_edge": 32 * 32, "longest_edge": 1024 * 32 * 32})
+    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                 video_processor=Qwen3VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
+    processor.save_pretrained(folder)
+    return folder
