@@ -120,6 +120,7 @@ def test_thresholds_are_inclusive():
     assert failed_check({"alignment": 0.3, "aesthetic": 4.999, "unsafe": 0.5}, limits)[0] == "low_aesthetic"
     assert failed_check({"alignment": 0.3, "aesthetic": 5.0, "unsafe": 0.5001}, limits)[0] == "unsafe"
 
+
 def test_preference_is_the_clip_logit_of_a_pickscore_shaped_model(model_copy, tmp_path):
     """PickScore's score: logit_scale.exp() × the cosine of the normalised embeddings. A tiny CLIP with
     planted cosines and a chosen temperature gives back exactly that; its processor may live in a
