@@ -128,7 +128,9 @@ def as_frame(rows: Iterable[DedupRow | tuple] | pl.DataFrame) -> pl.DataFrame:
     if isinstance(rows, pl.DataFrame):
         return rows.select([(pl.col(name) if name in rows.columns else pl.lit(None)).cast(dtype).alias(name)
                             for name, dtype in SCHEMA.items()])
-    return pl.DataFrame([tuple(DedupRow(*row)) for row in rows], schema=SCHEMA, orient="row")
+    width = len(SCHEMA)  # rows of only the first keys (older callers) are padded with nulls
+    return pl.DataFrame([row if len(row) == width else (*row, *(None,) * (width - len(row))) for row in rows],
+                        schema=SCHEMA, orient="row")
 
 
 def find_duplicates(rows: Iterable[DedupRow | tuple] | pl.DataFrame, *, max_distance: int | None,
