@@ -100,8 +100,9 @@ def run(cfg: DictConfig) -> Path:
         if cfg.executor.name == "ray":
             stats, accounting = walk_on_ray(cfg, plan, gate_settings, str(cache), run_key, stage_settings, progress)
         else:
-            samples = read_samples(source, Gates(gate_settings, store), plan.n_source, shard=cfg.shard,
-                                   num_shards=cfg.num_shards, workers=cfg.gates_workers, progress=progress)
+            gates = Gates(gate_settings, store, scored=with_scorer)
+            samples = read_samples(source, gates, plan.n_source, shard=cfg.shard, num_shards=cfg.num_shards,
+                                   workers=cfg.gates_workers, progress=progress)
             walker = SampleWalker(plan, backends, store, run_seed=cfg.seed, run_key=run_key,
                                   stage_settings=stage_settings, progress=progress)
             owned = distinct(backends, plan.roles)
@@ -143,8 +144,9 @@ def walk_on_ray(cfg: DictConfig, plan: Plan, gate_settings: GateSettings, store_
 
 def _gated_samples(cfg: DictConfig, limit: int, gate_settings: GateSettings, store) -> Iterator[Sample]:
     """This shard's samples through the gates, for Ray's read task (which has no progress lines)."""
-    return read_samples(build_backend("source", cfg.source), Gates(gate_settings, store), limit, shard=cfg.shard,
-                        num_shards=cfg.num_shards, workers=cfg.gates_workers)
+    with_scorer = cfg.get("scorer") is not None and "_target_" in cfg.scorer  # as in run(): the gates' rank
+    return read_samples(build_backend("source", cfg.source), Gates(gate_settings, store, scored=with_scorer), limit,
+                        shard=cfg.shard, num_shards=cfg.num_shards, workers=cfg.gates_workers)
 
 
 async def _run_and_close(executor: Executor, samples, backends: dict[str, Backend]) -> RunStats:

@@ -200,7 +200,8 @@ class ImageScores:
     """What a scorer measured of one image. None: this scorer does not measure that quantity.
 
     `alignment` is on the scorer's own scale (cosine similarity for CLIP/SigLIP), `aesthetic` on its
-    head's scale (LAION's head: roughly 1–10), `unsafe` is a probability. `embedding` is the unit-norm
+    head's scale (LAION's head: roughly 1–10), `unsafe` is a probability, `preference` a reward
+    model's score for the prompt–image pair (PickScore: CLIP's logit, ~18–24). `embedding` is the unit-norm
     image embedding the semantic dedup compares. `models` names, per score, the model id and revision
     that produced it (`{"alignment": {"id": ..., "revision": ...}, ...}`), for lineage.
     """
@@ -208,12 +209,13 @@ class ImageScores:
     alignment: float | None = None
     aesthetic: float | None = None
     unsafe: float | None = None
+    preference: float | None = None
     embedding: tuple[float, ...] | None = field(default=None, repr=False)
     models: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def measured(self) -> dict[str, float]:
         return {k: v for k, v in (("alignment", self.alignment), ("aesthetic", self.aesthetic),
-                                  ("unsafe", self.unsafe)) if v is not None}
+                                  ("unsafe", self.unsafe), ("preference", self.preference)) if v is not None}
 
 
 class Scorer(Backend):

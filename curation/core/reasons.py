@@ -36,5 +36,6 @@ LOW_ALIGNMENT = "low_alignment"  # image–prompt alignment below the stage's mi
 LOW_AESTHETIC = "low_aesthetic"  # aesthetic score below min_aesthetic
 UNSAFE = "unsafe"  # unsafe probability above max_unsafe
 IMPROVED_NOT_BETTER = "improved_not_better"  # hq alignment − initial alignment below min_margin
+PREFERENCE_NOT_BETTER = "preference_not_better"  # hq preference − initial preference below min_preference_margin
 SCORE_NOT_MEASURED = "score_not_measured"  # a threshold is set on a score the scorer does not measure
-SEMANTIC_DUPLICATE = "semantic_duplicate"  # embedding cosine ≥ threshold with a smaller sample id
+SEMANTIC_DUPLICATE = "semantic_duplicate"  # embedding cosine ≥ threshold with a better-ranked sample (pipeline/dedup.py)

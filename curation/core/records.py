@@ -80,8 +80,9 @@ class Sample:
     fields: dict[str, Any]
     lineage: dict[str, Any] = field(default_factory=dict)
     reject: Reject | None = None
-    #: (sample_id, prompt_key, image_sha256, phash) for rows that passed the per-row gates: what the
-    #: end-of-run dedup pass (pipeline/dedup.py) compares; None for rows turned away before that.
+    #: (sample_id, prompt_key, image_sha256, phash, pixels, lossless, nbytes) for rows that passed the
+    #: per-row gates: what the end-of-run dedup pass (pipeline/dedup.py) compares and ranks; None for
+    #: rows turned away before that.
     dedup: tuple | None = None
 
 
@@ -126,12 +127,15 @@ class Outcome:
 def dedup_to_json(keys: tuple) -> dict:
     """Dedup keys as JSON; the 64-bit perceptual hash as hex (JSON readers such as SQLite's hold
     integers as signed 64-bit, or as floats, and would change it)."""
-    _, prompt_key, image_sha256, phash = keys
-    return {"prompt_key": prompt_key, "image_sha256": image_sha256, "phash": None if phash is None else f"{phash:x}"}
+    _, prompt_key, image_sha256, phash, pixels, lossless, nbytes = keys[:7]
+    return {"prompt_key": prompt_key, "image_sha256": image_sha256, "phash": None if phash is None else f"{phash:x}",
+            "pixels": pixels, "lossless": lossless, "nbytes": nbytes}
 
 
 def dedup_from_json(sample_id: str, data: dict | None) -> tuple | None:
     if data is None:
         return None
     phash = data.get("phash")
-    return (sample_id, data.get("prompt_key"), data.get("image_sha256"), None if phash is None else int(phash, 16))
+    lossless = data.get("lossless")
+    return (sample_id, data.get("prompt_key"), data.get("image_sha256"), None if phash is None else int(phash, 16),
+            data.get("pixels"), None if lossless is None else bool(lossless), data.get("nbytes"))

@@ -2,9 +2,10 @@
 
 They turn a `SourceItem` into a `Sample` (with its `reject` set when a check fails, one of the
 named reasons in `core/reasons.py`). Duplicates follow one rule over the whole run
-(`pipeline/dedup.py`): among rows that passed the other checks, a row is a duplicate when one with a
-smaller sample id has the same prompt, the same image bytes or a near image; the smallest such id
-is named. While rows stream in, a row already certain to be a duplicate is turned away here (its
+(`pipeline/dedup.py`): among rows that passed the other checks, a row is a duplicate when a row
+with the same prompt, the same image bytes or a near image ranks above it (more pixels, lossless
+over lossy, the higher preference score where measured, more bytes, the smaller sample id); the best
+such row is named. While rows stream in, a row already certain to lose is turned away here (its
 model stages are skipped); the end-of-run pass over every row's keys decides the rest and which
 original each names, so the result depends neither on the order rows arrive in nor on sharding.
 
@@ -102,6 +103,7 @@ class _CheckedImage:
     source_format: str
     source_size: tuple[int, int]
     conversions: tuple[str, ...]
+    lossless: bool
 
 
 @dataclass(frozen=True)
@@ -114,10 +116,15 @@ class _Inspection:
     stored: bytes | None = None  # the bytes the store will keep
     ref: ImageRef | None = None
     image_lineage: dict[str, Any] | None = None
+    pixels: int | None = None  # of the source image, as the source has it (the best copy is the largest)
+    lossless: bool | None = None  # the source format keeps every pixel (PNG over its JPEG re-encode)
+    nbytes: int | None = None  # the source image's encoded size
 
 
 class Gates:
-    def __init__(self, settings: GateSettings, store: Store):
+    def __init__(self, settings: GateSettings, store: Store, *, scored: bool = False):
+        """`scored`: a scorer runs, so a score measured after the gates may rank same-size copies;
+        the gates then turn away only the rows beaten on size and format (pipeline/dedup.py)."""
         self.settings = settings
         self.store = store
         # Duplicates already certain from the rows seen so far (a smaller id collides): their model
@@ -125,7 +132,7 @@ class Gates:
         # (pipeline/dedup.py), over every row of the run, so the answer does not depend on the order
         # rows arrive in, on sharding or on the executor.
         self._dedup = StreamingDedupIndex(max_distance=settings.near_duplicate_distance,
-                                          bits=settings.hash_size ** 2)
+                                          bits=settings.hash_size ** 2, scored=scored)
 
     def admit(self, item: SourceItem, sample_id: str, index: int) -> Sample | Reject:
         """The decision for one row: its sample, or why it is turned away."""
@@ -176,8 +183,10 @@ class Gates:
         if self.settings.near_duplicate_distance is not None:
             phash = int(str(imagehash.phash(checked.rgb, hash_size=self.settings.hash_size)), 16)
         stored, ref, lineage = self._prepare_image(item.image, checked)
+        width, height = checked.source_size
         return _Inspection(prompt=prompt, bytes_key=images.sha256(item.image), phash=phash,
-                           stored=stored, ref=ref, image_lineage=lineage)
+                           stored=stored, ref=ref, image_lineage=lineage, pixels=width * height,
+                           lossless=checked.lossless, nbytes=len(item.image))
 
     def decide(self, item: SourceItem, seen: _Inspection | Reject, sample_id: str, index: int) -> Sample:
         """The order-dependent part: duplicates against the rows seen before this one. Every row
@@ -186,7 +195,7 @@ class Gates:
         if isinstance(seen, Reject):
             return Sample(sample_id, item.source_id, index, fields={}, reject=seen)
         prompt_key = hashlib.sha256(normalise_prompt(seen.prompt).encode()).hexdigest()
-        keys = DedupRow(sample_id, prompt_key, seen.bytes_key, seen.phash)
+        keys = DedupRow(sample_id, prompt_key, seen.bytes_key, seen.phash, seen.pixels, seen.lossless, seen.nbytes)
         duplicate = self._dedup.first_collision(keys)
         self._dedup.add(keys)
         if duplicate is not None:
@@ -240,6 +249,7 @@ class Gates:
         with img:
             width, height = img.size
             fmt = _format_name(img.format)
+            compression = img.info.get("compression")
             # Decided from the header, before a single pixel is decoded.
             if width * height > s.max_pixels:
                 return Reject(STAGE, IMAGE_DECOMPRESSION_BOMB,
@@ -255,7 +265,8 @@ class Gates:
                 return Reject(STAGE, IMAGE_ASPECT_RATIO, f"{width}x{height} is {ratio:.2f}:1 "
                               f"(maximum {s.max_aspect_ratio}:1)")
             rgb, conversions = _to_rgb(img, data, fmt)
-        return _CheckedImage(rgb=rgb, source_format=fmt, source_size=(width, height), conversions=conversions)
+        return _CheckedImage(rgb=rgb, source_format=fmt, source_size=(width, height), conversions=conversions,
+                             lossless=_is_lossless(fmt, data, compression))
 
     def _prepare_image(self, data: bytes, checked: _CheckedImage) -> tuple[bytes, ImageRef, dict[str, Any]]:
         """The bytes to store (the source's own when they need no change), their ref and lineage."""
@@ -285,6 +296,38 @@ class Gates:
 def _format_name(pillow_format: str | None) -> str:
     fmt = (pillow_format or "unknown").lower()
     return "jpeg" if fmt == "jpg" else fmt
+
+
+LOSSLESS_FORMATS = ("png", "bmp", "ppm", "tga", "qoi")
+_LOSSY_TIFF = ("jpeg", "tiff_jpeg", "webp")
+
+
+def _is_lossless(fmt: str, data: bytes, compression: Any) -> bool:
+    """Whether the source format keeps every pixel: PNG and the like; WebP only as VP8L (its lossless
+    bitstream: a lossy WebP holds a VP8 chunk); TIFF unless JPEG- or WebP-compressed. JPEG, GIF
+    (256 colours) and the rest: no."""
+    if fmt in LOSSLESS_FORMATS:
+        return True
+    if fmt == "webp":
+        return _webp_image_chunk(data) == b"VP8L"
+    if fmt == "tiff":
+        return str(compression or "raw").lower() not in _LOSSY_TIFF
+    return False
+
+
+def _webp_image_chunk(data: bytes) -> bytes | None:
+    """The fourcc of a WebP file's image chunk (VP8 lossy, VP8L lossless), walking the RIFF chunks
+    (an extended file puts VP8X, ICCP, ANIM … before it)."""
+    at = 12
+    while at + 8 <= len(data):
+        fourcc, size = data[at:at + 4], int.from_bytes(data[at + 4:at + 8], "little")
+        if fourcc in (b"VP8 ", b"VP8L"):
+            return fourcc
+        if fourcc == b"ANMF":  # an animation frame: its image chunk is inside, after 16 bytes of header
+            at += 8 + 16
+            continue
+        at += 8 + size + (size & 1)
+    return None
 
 
 def _png_bit_depth(data: bytes) -> int:

@@ -1,13 +1,15 @@
 """Semantic dedup: near-duplicate images by the cosine similarity of their embeddings.
 
 The rule, independent of how the source is sharded or ordered: a sample is a duplicate when some
-sample with a smaller sample id, among the rows given, has cosine similarity ≥ `threshold` with
-it; the first such sample (the smallest id) is named as its original. The rows given are the
+sample that ranks before it, among the rows given, has cosine similarity ≥ `threshold` with
+it; the first such sample (the best-ranked) is named as its original. The rank is the dedup rank
+of `pipeline/dedup.py` (more pixels, lossless, higher score, more bytes, smaller id) in a run, or
+the sample id alone when no rank is given. The rows given are the
 samples that passed every other check, so a sample dropped for another reason never makes
 another one a duplicate. (The rule is not "greedy": a duplicate still counts as an earlier
 sample for later ones, which is what makes the answer a pure function of the set of rows.)
 
-Exact, in blocks: rows are sorted by id and compared block against all earlier blocks by matrix
+Exact, in blocks: rows are sorted by rank and compared block against all earlier blocks by matrix
 products, so memory is the embeddings themselves (N × d in their own precision: 300K float16
 768-d embeddings are 460 MB) plus one block × block similarity matrix.
 
@@ -18,7 +20,7 @@ vector in base64 (`encode_embedding` / `decode_embedding`), for the end-of-run d
 from __future__ import annotations
 
 import base64
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -37,9 +39,11 @@ def decode_embedding(text: str) -> np.ndarray:
 
 
 def find_semantic_duplicates(rows: Iterable[tuple[str, Sequence[float]]], threshold: float, *,
-                             block_size: int = DEFAULT_BLOCK) -> dict[str, tuple[str, str]]:
+                             block_size: int = DEFAULT_BLOCK,
+                             rank: Callable[[str], Any] | None = None) -> dict[str, tuple[str, str]]:
     """`{sample_id: (REASON, original_sample_id)}` for every duplicate among `rows`.
 
+    `rank(sample_id)` is a sort key, smaller first, total over the rows (default: the id itself).
     `rows` are `(sample_id, embedding)` in any order; embeddings need not be normalised (each is
     divided by its norm). A zero vector, or ids that repeat, or embeddings of different lengths,
     are errors: a caller that passes them has a bug, and a guess here would hide it.
@@ -48,7 +52,8 @@ def find_semantic_duplicates(rows: Iterable[tuple[str, Sequence[float]]], thresh
         raise ValueError(f"threshold {threshold} is not a cosine similarity in [-1, 1]")
     if block_size < 1:
         raise ValueError(f"block_size must be positive, got {block_size}")
-    pairs = sorted(((sid, np.asarray(vec)) for sid, vec in rows), key=lambda p: p[0])
+    order = rank or (lambda sid: sid)
+    pairs = sorted(((sid, np.asarray(vec)) for sid, vec in rows), key=lambda p: (order(p[0]), p[0]))
     if not pairs:
         return {}
     ids = [sid for sid, _ in pairs]

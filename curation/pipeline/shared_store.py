@@ -91,11 +91,12 @@ class SharedStore:
             if data is not None:  # listed, then removed by another process: the listing is not the truth
                 yield Outcome.from_json(json.loads(data))
 
-    def iter_dedup_keys(self, run_key: str) -> Iterator[tuple[tuple, str | None]]:
-        """Each outcome's dedup keys (when it has them) and its `hq_image_embedding` (or None)."""
+    def iter_dedup_keys(self, run_key: str) -> Iterator[tuple[tuple, str | None, dict | None]]:
+        """Each outcome's dedup keys (when it has them), its `hq_image_embedding` and its
+        `hq_image_scores` (or None)."""
         for outcome in self.iter_outcomes(run_key):
             if outcome.dedup is not None:
-                yield outcome.dedup, outcome.fields.get("hq_image_embedding")
+                yield outcome.dedup, outcome.fields.get("hq_image_embedding"), outcome.fields.get("hq_image_scores")
 
     def _outcome_paths(self, run_key: str) -> Iterator[str]:
         """Bucket folders are named by the first two characters of the ids inside them, so sorted

@@ -87,16 +87,19 @@ class Store:
         finally:
             reader.close()
 
-    def iter_dedup_keys(self, run_key: str) -> Iterator[tuple[tuple, str | None]]:
-        """Each outcome's dedup keys (when it has them) and its `hq_image_embedding` (or None), read
-        by SQLite itself from the stored JSON: the end-of-run dedup pass parses no whole outcome."""
+    def iter_dedup_keys(self, run_key: str) -> Iterator[tuple[tuple, str | None, dict | None]]:
+        """Each outcome's dedup keys (when it has them), its `hq_image_embedding` and its
+        `hq_image_scores` (or None), read by SQLite itself from the stored JSON: the end-of-run
+        dedup pass parses no whole outcome."""
         reader = sqlite3.connect(self.root / "store.sqlite", timeout=60, isolation_level=None)
         try:
             rows = reader.execute("SELECT sample_id, json_extract(value, '$.dedup'), "
-                                  "json_extract(value, '$.fields.hq_image_embedding') FROM outcomes "
+                                  "json_extract(value, '$.fields.hq_image_embedding'), "
+                                  "json_extract(value, '$.fields.hq_image_scores') FROM outcomes "
                                   "WHERE plan_key = ? AND json_extract(value, '$.dedup') IS NOT NULL", (run_key,))
-            for sample_id, keys, embedding in rows:
-                yield dedup_from_json(sample_id, json.loads(keys)), embedding
+            for sample_id, keys, embedding, scores in rows:
+                yield (dedup_from_json(sample_id, json.loads(keys)), embedding,
+                       None if scores is None else json.loads(scores))
         finally:
             reader.close()
 

@@ -62,7 +62,11 @@ def merge(out: Path) -> Path:
     if missing:
         raise MergeError(f"{', '.join(missing)} hold no {KEYS_FILE}: rebuild those parts with this version")
     # Duplicates across parts: the run's own dedup pass, over every part's keys.
-    duplicates = duplicates_of(*read_keys([p / KEYS_FILE for p in parts]), GateSettings.from_config(first.config["gates"]))
+    try:
+        keys = read_keys([p / KEYS_FILE for p in parts])
+    except ValueError as exc:
+        raise MergeError(str(exc)) from None
+    duplicates = duplicates_of(*keys, GateSettings.from_config(first.config["gates"]))
     writer = DatasetWriter(out, {m: tuple(first.modes[m].stages) for m in modes},
                            EmitSettings(**first.config["emit"]), staging_name=".staging-merge")
     turned_away: dict[str, tuple[str, set[str]]] = {}  # duplicate accepted in its part -> (source id, modes)

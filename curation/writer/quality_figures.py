@@ -22,8 +22,14 @@ SCORES = (
     ("initial alignment", "score_initial_image", ("alignment", "value")),
     ("initial unsafe", "score_initial_image", ("unsafe", "value")),
     ("alignment gain", "improvement", ("gain",)),
+    ("hq preference", "score_hq_image", ("preference", "value")),
+    ("initial preference", "score_initial_image", ("preference", "value")),
+    ("preference gain", "improvement", ("preference_gain",)),
 )
 CHECKS = ("hq_image_quality", "initial_image_quality", "improvement")
+# The gains are read from the two scoring stages, not from the improvement stage's lineage: a sample
+# the margin rejects has no lineage there, and its gain is the tail the histogram must show.
+GAIN_OF = {"alignment gain": "alignment", "preference gain": "preference"}
 
 
 def _read(lineage: Mapping, path: tuple[str, ...]) -> float | None:
@@ -35,6 +41,13 @@ def _read(lineage: Mapping, path: tuple[str, ...]) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _gain(lineage: Mapping, score: str) -> float | None:
+    """improved − initial, as the improvement stage computes it, from the scoring stages' lineage."""
+    improved = _read(lineage.get("score_hq_image", {}), (score, "value"))
+    initial = _read(lineage.get("score_initial_image", {}), (score, "value"))
+    return None if improved is None or initial is None else improved - initial
+
+
 # Each score is counted into FINE_BINS fixed bins over the range it can take (values outside it
 # fall into the end bins; min and max are kept exactly), so memory is bounded whatever the number
 # of samples; the figures then show BINS bins spanning the values actually seen. The manifest keeps
@@ -42,7 +55,10 @@ def _read(lineage: Mapping, path: tuple[str, ...]) -> float | None:
 # units, so the summaries of a sharded run's parts add up to exactly the one-process summary.
 FINE_BINS = 2000
 SUM_UNIT = 1e-9
-RANGES = {"alignment": (-1.0, 1.0), "aesthetic": (0.0, 10.0), "unsafe": (0.0, 1.0), "gain": (-2.0, 2.0)}
+# A preference score is a reward model's logit (PickScore: 100 × a cosine, ~18–24 in practice; the
+# offline world's ~0–20): the range a logit scale of 100 allows, 0.1 per fine bin.
+RANGES = {"alignment": (-1.0, 1.0), "aesthetic": (0.0, 10.0), "unsafe": (0.0, 1.0), "gain": (-2.0, 2.0),
+          "preference": (-100.0, 100.0), "preference_gain": (-50.0, 50.0)}
 
 
 class _Histogram:
@@ -154,7 +170,8 @@ class QualitySummary:
                 continue
             for label, stage, path in SCORES:
                 if stage in self.mode_stages[mode]:
-                    value = _read(outcome.lineage.get(stage, {}), path)
+                    value = _gain(outcome.lineage, GAIN_OF[label]) if label in GAIN_OF else \
+                        _read(outcome.lineage.get(stage, {}), path)
                     if value is not None:
                         self.values[mode][label].add(value)
             for stage, count in self.checks[mode].items():
@@ -204,7 +221,10 @@ _THRESHOLD_OF = {"hq alignment": ("hq_image_quality", "min_alignment"),
                  "hq unsafe": ("hq_image_quality", "max_unsafe"),
                  "initial alignment": ("initial_image_quality", "min_alignment"),
                  "initial unsafe": ("initial_image_quality", "max_unsafe"),
-                 "alignment gain": ("improvement", "min_margin")}
+                 "alignment gain": ("improvement", "min_margin"),
+                 "hq preference": ("hq_image_quality", None),  # no threshold on the score itself
+                 "initial preference": ("initial_image_quality", None),
+                 "preference gain": ("improvement", "min_preference_margin")}
 
 
 def plots(summary: Mapping | None) -> dict[str, bytes]:
@@ -226,7 +246,7 @@ def plots(summary: Mapping | None) -> dict[str, bytes]:
             edges = np.asarray(hist["edges"])
             ax.bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", color="#4f81bd")
             stage, knob = _THRESHOLD_OF[label]
-            limit = summary.get("thresholds", {}).get(stage, {}).get(knob)
+            limit = None if knob is None else summary.get("thresholds", {}).get(stage, {}).get(knob)
             if limit is not None:
                 ax.axvline(limit, color="#c0504d", linestyle="--", label=f"{knob} {limit}")
                 ax.legend(fontsize=6)

@@ -1,6 +1,6 @@
 """Global dedup through whole runs: planted exact and near duplicates give the same accepted set,
-the same rejects (each naming its original, the smallest sample id) and the same bytes whether
-one process reads the source or four shards do and `curation.merge` joins them."""
+the same rejects (each naming its original, the best copy) and the same bytes whether one process
+reads the source or four shards do and `curation.merge` joins them."""
 
 from __future__ import annotations
 
@@ -64,17 +64,25 @@ def test_four_shards_and_merge_equal_one_process_duplicates_across_shards_includ
     assert (manifest.read(many)["modes"][MODE]["rejects_by_reason"]
             == manifest.read(one)["modes"][MODE]["rejects_by_reason"])
 
-    # Every planted pair: the one with the smaller sample id is kept, the other names it.
+    # Every planted pair: the best copy is kept (all are one size: a PNG over its JPEG re-encode,
+    # then more bytes, then the smaller sample id), the other names it.
     ids = {r["source_id"]: r["sample_id"] for r in rejects}
     for p in sorted((one / "data" / MODE).glob("*.parquet")):
         ids.update(dict(zip(*pq.read_table(p, columns=["source_id", "sample_id"]).to_pydict().values())))
     rejected = {r["source_id"]: r for r in rejects if r["mode"] == MODE}
     assert {r["reason"] for r in rejected.values()} <= DUPLICATE_REASONS
+    rows, _ = planted_rows()
+
+    def rank(source_id):
+        data = rows[int(source_id.split(":")[1])]["image"]["bytes"]
+        return (not data.startswith(b"\x89PNG"), -len(data), ids[source_id])
+
     for row, (reason, original) in planted.items():
-        a, b = f"train:{row}", f"train:{original}"
-        keep, drop = sorted((a, b), key=lambda s: ids[s])
+        keep, drop = sorted((f"train:{row}", f"train:{original}"), key=rank)
         assert keep not in rejected and rejected[drop]["reason"] == reason, (row, reason)
         assert ids[keep] in rejected[drop]["detail"]
+    # The JPEG re-encodes lose to their PNG originals, whichever sample id is smaller.
+    assert all(f"train:{row}" in rejected for row, (reason, _) in planted.items() if reason == "image_near_duplicate")
     assert len(rejected) == len(planted)
     # Pairs split across parts are what only the merge's pass can find: the test needs some.
     crossing = [row for row, (_, original) in planted.items()

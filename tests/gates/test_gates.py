@@ -61,19 +61,27 @@ def test_duplicate_detail_names_the_smaller_sample_id(store):
     assert f"from {original}" in results["image_near_duplicate"].detail
 
 
-def test_dedup_keeps_the_smaller_sample_id_whatever_the_order(tmp_path):
-    a = SourceItem("a", "a red ball", encode(distinct_image(1)))
-    b = SourceItem("b", "a red ball", encode(distinct_image(2)))
+def test_gates_turn_away_only_the_copy_certain_to_lose(tmp_path):
+    """A PNG and its same-size JPEG re-encode under one prompt: the PNG ranks first (lossless) whatever
+    the ids, so the gates turn the JPEG away when the PNG came first, and let both through when the
+    JPEG came first (the end-of-run pass decides; tests/core/test_dedup_run.py)."""
+    picture = distinct_image(1)
+    png = SourceItem("png", "a red ball", encode(picture))
+    jpeg = SourceItem("jpeg", "a red ball", encode(picture, "JPEG", quality=95))
     small, large = "0" * 16, "f" * 16
     forward = Gates(GateSettings(), Store(tmp_path / "1"))
-    assert isinstance(forward.admit(a, small, 0), Sample)
-    assert forward.admit(b, large, 1).detail == f"same prompt as {small}"
-    # The larger id read first passes the stream (a smaller one may still come); the end-of-run
-    # pass over every row's keys decides it (tests/core/test_dedup_run.py).
+    assert isinstance(forward.admit(png, large, 0), Sample)
+    assert forward.admit(jpeg, small, 1).detail == f"same prompt as {large}"
     backward = Gates(GateSettings(), Store(tmp_path / "2"))
-    first = backward.admit(b, large, 0)
-    assert isinstance(first, Sample) and first.dedup[0] == large  # its keys travel to the end-of-run pass
-    assert isinstance(backward.admit(a, small, 1), Sample)
+    first = backward.admit(jpeg, small, 0)
+    assert isinstance(first, Sample) and first.dedup[0] == small  # its keys travel to the end-of-run pass
+    assert first.dedup[4:7] == (320 * 288, False, len(jpeg.image))  # pixels, lossless, bytes: what ranks it
+    assert isinstance(backward.admit(png, large, 1), Sample)
+    # With a score ranking copies the gates know only size and format: two same-size PNGs both pass.
+    scored = Gates(GateSettings(), Store(tmp_path / "3"), scored=True)
+    other = SourceItem("other", "a red ball", encode(picture, compress_level=9))
+    assert isinstance(scored.admit(png, small, 0), Sample) and isinstance(scored.admit(other, large, 1), Sample)
+    assert scored.admit(jpeg, "8" * 16, 2).reason == "prompt_duplicate"  # the lossy copy loses whatever its score
 
 
 def test_normalised_images_are_encoded_deterministically(tmp_path):

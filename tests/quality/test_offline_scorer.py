@@ -47,3 +47,20 @@ def test_prompt_outside_the_world_is_a_named_reject():
     image = render_scene(sample_scene(np.random.default_rng(0)), 128, 0)
     result = scores("a photograph of a cat on a sofa", image)
     assert isinstance(result, Reject) and result.reason == "prompt_outside_grammar"
+
+
+def test_simulated_preference_weighs_content_and_detail():
+    """preference = 10 × alignment + aesthetic (documented as simulated): a content error and a blur
+    both cost preference, so the improvement check's preference margin sees either defect."""
+    from curation.backends.scorers.offline import PREFERENCE_ALIGNMENT_WEIGHT
+
+    for seed in range(3):
+        scene = sample_scene(np.random.default_rng([8, seed]))
+        prompt = scene_to_prompt(scene)
+        clean = scores(prompt, render_scene(scene, 128, seed))
+        assert clean.preference == PREFERENCE_ALIGNMENT_WEIGHT * clean.alignment + clean.aesthetic
+        assert clean.models["preference"]["id"] == "offline-world/analyser"
+        colour = next(c for c in ("red", "blue", "green", "yellow") if c not in {g.color for g in scene.groups})
+        recoloured = scores(prompt, render_scene(scene, 128, seed, defects=[Defect("wrong_color", 0, {"color": colour})]))
+        blurred = scores(prompt, render_scene(scene, 128, seed, defects=[Defect("lost_detail", None, {})]))
+        assert recoloured.preference < clean.preference and blurred.preference < clean.preference

@@ -50,7 +50,9 @@ def test_summary_counts_rejected_samples_too():
     assert initial["scores"]["hq alignment"]["n"] == 4  # the rejected row's score is in the histogram
     assert initial["checks"] == {"hq_image_quality": {"checked": 4, "passed": 3, "rejected": {"low_alignment": 1}}}
     improving = s["modes"]["improving_full_learning"]
-    assert improving["scores"]["initial alignment"]["n"] == 2 and improving["scores"]["alignment gain"]["n"] == 1
+    # The gain of the sample the margin rejected is in its histogram too (read from the two scores).
+    assert improving["scores"]["initial alignment"]["n"] == 2 and improving["scores"]["alignment gain"]["n"] == 2
+    assert improving["scores"]["alignment gain"]["min"] == -0.05
     assert improving["checks"]["improvement"] == {"checked": 2, "passed": 1, "rejected": {"improved_not_better": 1}}
     assert sum(improving["scores"]["hq alignment"]["counts"]) == 3
     rates = {(m, c): r for m, c, _, r in quality_figures.accept_rates(s)}

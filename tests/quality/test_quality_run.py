@@ -159,3 +159,46 @@ def test_offline_scorer_run_records_scores_and_keeps_sourced_equal_accepted_plus
         stages = json.loads(row["lineage"])["stages"]
         assert stages["score_hq_image"]["alignment"]["id"] == "offline-world/analyser"
         assert stages["improvement"]["gain"] >= 0.0
+
+
+def pickscore_run(tmp_path, src, *extra):
+    """`scorer=pickscore` with the tiny CLIP standing in for PickScore (the same architecture)."""
+    return main([f"n={len(PLANTED)}", "source=hf", f"source.path={src['folder']}", "source.prompt_column=caption",
+                 f"source.cache_dir={tmp_path / 'hf-cache'}", "gates.min_side=96", "image_size=128",
+                 "recipe=improving_full", "scorer=pickscore", f"scorer.preference_model={src['clip']}",
+                 "scorer.preference_id=tiny/pickscore", "scorer.device=cpu", "scorer.max_batch_size=4",
+                 f"cache={tmp_path / 'cache'}", "run.progress_interval_s=600", *extra])
+
+
+def test_preference_margin_rejects_exactly_the_rows_below_it_and_reaches_lineage_and_card(tmp_path, planted_source):
+    first = pickscore_run(tmp_path, planted_source, "stages.improvement.min_preference_margin=null",
+                          f"out={tmp_path / 'free'}")
+    kept = [r for p in sorted((first / "data" / IMPROVING).glob("*.parquet"))
+            for r in pq.read_table(p, columns=["source_id", "lineage"]).to_pylist()]
+    assert len(kept) == len(PLANTED)
+    gains = {}
+    for row in kept:
+        stages = json.loads(row["lineage"])["stages"]
+        improvement = stages["improvement"]
+        assert improvement["preference_gain"] == pytest.approx(improvement["improved_preference"]
+                                                               - improvement["initial_preference"])
+        assert stages["score_hq_image"]["preference"]["value"] == improvement["improved_preference"]
+        assert stages["score_hq_image"]["preference"]["id"] == "tiny/pickscore"
+        assert stages["score_initial_image"]["preference"]["value"] == improvement["initial_preference"]
+        gains[row["source_id"]] = improvement["preference_gain"]
+    margin = float(np.median(sorted(gains.values())))
+
+    second = pickscore_run(tmp_path, planted_source, f"stages.improvement.min_preference_margin={margin}",
+                           f"out={tmp_path / 'margin'}")
+    rejects = pq.read_table(second / "rejects" / "rejects.parquet").to_pylist()
+    got = {r["source_id"]: (r["stage"], r["reason"]) for r in rejects if r["mode"] == IMPROVING}
+    assert got == {sid: ("improvement", "preference_not_better") for sid, gain in gains.items() if gain < margin}
+    assert 0 < len(got) < len(PLANTED)
+    calls = backend_calls(second)
+    assert calls.get("score_hq_image", 0) == calls.get("score_initial_image", 0) == 0  # scores came from the store
+    quality = manifest.read(second)["quality"]
+    scores = quality["modes"][IMPROVING]["scores"]
+    assert scores["preference gain"]["n"] == scores["hq preference"]["n"] == len(PLANTED)
+    assert quality["thresholds"]["improvement"]["min_preference_margin"] == margin
+    assert quality["modes"][IMPROVING]["checks"]["improvement"]["rejected"] == {"preference_not_better": len(got)}
+    assert "preference_not_better" in (second / "README.md").read_text()

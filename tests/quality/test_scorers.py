@@ -100,7 +100,7 @@ def test_identity_names_each_model_and_revision(tiny_models, tmp_path):
 
 
 def test_misconfigurations_are_one_sentence(tiny_models, tmp_path):
-    with pytest.raises(BackendUnavailable, match="both are unset"):
+    with pytest.raises(BackendUnavailable, match="all are unset"):
         TransformersScorer()
     with pytest.raises(BackendUnavailable, match="not a Hugging Face model folder"):
         TransformersScorer(model=str(tmp_path))
@@ -119,3 +119,74 @@ def test_thresholds_are_inclusive():
     assert failed_check({"alignment": 0.3, "aesthetic": 5.0, "unsafe": 0.5}, limits) is None
     assert failed_check({"alignment": 0.3, "aesthetic": 4.999, "unsafe": 0.5}, limits)[0] == "low_aesthetic"
     assert failed_check({"alignment": 0.3, "aesthetic": 5.0, "unsafe": 0.5001}, limits)[0] == "unsafe"
+
+
+def test_preference_is_the_clip_logit_of_a_pickscore_shaped_model(model_copy, tmp_path):
+    """PickScore's score: logit_scale.exp() × the cosine of the normalised embeddings. A tiny CLIP with
+    planted cosines and a chosen temperature gives back exactly that; its processor may live in a
+    folder of its own (PickScore_v1 ships none: it uses laion/CLIP-ViT-H-14's)."""
+    import math
+    import shutil
+
+    from transformers import CLIPModel
+
+    images = noise_images(4, seed=5)
+    prompts = PROMPTS[:4]
+    cosines = [0.31, -0.2, 0.05, 0.6]
+    folder = model_copy("clip")
+    plant_clip_alignment(folder, prompts, images, cosines)
+    model = CLIPModel.from_pretrained(folder)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100.0))  # PickScore's learnt temperature is ~100
+    model.save_pretrained(folder)
+    processor = tmp_path / "processor"
+    processor.mkdir()
+    for path in list(folder.iterdir()):  # the model folder keeps only config and weights, as PickScore_v1
+        if path.name not in ("config.json", "model.safetensors"):
+            shutil.move(str(path), processor / path.name)
+
+    with pytest.raises(BackendUnavailable, match="holds no CLIP processor"):
+        TransformersScorer(preference_model=str(folder), device="cpu").check()
+    scorer = TransformersScorer(preference_model=str(folder), preference_processor=str(processor),
+                                preference_id="yuvalkirstain/PickScore_v1", device="cpu", max_batch_size=4)
+    scorer.check()
+    results = score_all(scorer, prompts, images)
+    np.testing.assert_allclose([r.preference for r in results], [100 * c for c in cosines], atol=1e-2)
+    assert all(r.alignment is None and r.embedding is None for r in results)  # no alignment model set
+    assert all(r.measured() == {"preference": r.preference} for r in results)
+    assert results[0].models["preference"]["id"] == "yuvalkirstain/PickScore_v1"
+    identity = scorer.identity()
+    assert identity["id"] == "yuvalkirstain/PickScore_v1" and identity["settings"]["preference_processor"]
+
+
+def test_preference_misconfigurations_are_one_sentence(tiny_models, tmp_path):
+    with pytest.raises(BackendUnavailable, match="CLIP-shaped reward model"):
+        TransformersScorer(preference_model=str(tiny_models["siglip"]), device="cpu").check()
+    with pytest.raises(BackendUnavailable, match="preference_processor=.* is not a folder"):
+        TransformersScorer(preference_model=str(tiny_models["clip"]), preference_processor=str(tmp_path / "none"))
+    with pytest.raises(BackendUnavailable, match="not a Hugging Face model folder"):
+        TransformersScorer(preference_model=str(tmp_path))
+
+
+def test_improvement_rejects_a_preference_margin_below_its_threshold_by_name():
+    from curation.pipeline.stages.base import StageContext
+    from curation.pipeline.stages.improvement import Improvement
+
+    def decide(settings, hq, initial):
+        ctx = StageContext(backend=None, store=None, seed=0, settings=settings)
+        return asyncio.run(Improvement().run({"hq_image_quality": hq, "initial_image_quality": initial}, ctx))
+
+    both = {"min_margin": 0.0, "min_preference_margin": 0.5}
+    kept = decide(both, {"alignment": 0.3, "preference": 21.0}, {"alignment": 0.2, "preference": 20.5})
+    assert kept.lineage == {"improved_alignment": 0.3, "initial_alignment": 0.2, "gain": pytest.approx(0.1),
+                            "min_margin": 0.0, "improved_preference": 21.0, "initial_preference": 20.5,
+                            "preference_gain": 0.5, "min_preference_margin": 0.5}  # the margin is inclusive
+    worse = decide(both, {"alignment": 0.3, "preference": 21.0}, {"alignment": 0.2, "preference": 20.9})
+    assert worse.reason == "preference_not_better" and "preference improved 21.0000 - initial 20.9000" in worse.detail
+    first = decide(both, {"alignment": 0.1, "preference": 21.0}, {"alignment": 0.2, "preference": 20.0})
+    assert first.reason == "improved_not_better"  # alignment is checked first
+    unmeasured = decide(both, {"alignment": 0.3}, {"alignment": 0.2})
+    assert unmeasured.reason == "score_not_measured" and "min_preference_margin=0.5" in unmeasured.detail
+    off = decide({"min_margin": None, "min_preference_margin": 0.5}, {"preference": 19.0}, {"preference": 20.0})
+    assert off.reason == "preference_not_better"
+    assert decide({"min_margin": None}, {"preference": 19.0}, {"preference": 20.0}).lineage["preference_gain"] == -1.0

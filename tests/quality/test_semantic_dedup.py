@@ -84,3 +84,11 @@ def test_bad_input_is_an_error_not_a_guess():
     with pytest.raises(ValueError, match="cosine"):
         find_semantic_duplicates([("a", [1, 0])], 1.5)
     assert find_semantic_duplicates([], 0.9) == {}
+
+
+def test_a_rank_decides_which_copy_is_the_original():
+    """With a rank (the run's dedup rank) the best-ranked of similar rows is kept, whatever its id."""
+    rows = [("a", [1.0, 0.0]), ("b", [0.99, 0.05]), ("c", [0.0, 1.0])]
+    rank = {"a": 2, "b": 0, "c": 1}
+    assert find_semantic_duplicates(rows, 0.95) == {"b": (REASON, "a")}
+    assert find_semantic_duplicates(rows, 0.95, rank=rank.__getitem__) == {"a": (REASON, "b")}

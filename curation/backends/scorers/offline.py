@@ -8,6 +8,11 @@ with no weights. What it measures, and what it stands in for:
 - aesthetic: surface detail, the median fine-scale luminance energy inside objects in percent of
   brightness (`Observation.detail`): sharp, shaded renders measure ~3.5–7.5, the base model's
   blurred, flat-shaded ones (the lost_detail defect) ~0–3 — for an aesthetic head;
+- preference (simulated): `PREFERENCE_ALIGNMENT_WEIGHT` × alignment + aesthetic — for a reward
+  model such as PickScore, which weighs what an image shows for its prompt and how it looks; one
+  content error (−0.1 to −0.3 alignment) costs 1–3 points, a blurred render 3–6: a clean render
+  measures ~13.5–17.5, on a scale of its own (PickScore's runs ~18–24; only differences between
+  two images for one prompt are read, by the `improvement` stage and the dedup rank);
 - embedding: the image shrunk to 8×8 pixels, mean removed, unit norm (192 numbers) — for a CLIP
   image embedding, enough to find re-renders of one scene;
 - no safety score: the world draws shapes on backdrops; it measures nothing it cannot judge.
@@ -29,6 +34,7 @@ from curation.world.scene import PromptOutsideGrammar, parse_prompt
 
 THUMBNAIL_SIDE = 8
 MODEL = {"id": "offline-world/analyser", "revision": "1"}
+PREFERENCE_ALIGNMENT_WEIGHT = 10.0  # a full content error outweighs the detail of a sharp render
 
 
 def thumbnail_embedding(image) -> tuple[float, ...]:
@@ -57,8 +63,11 @@ class OfflineScorer(Scorer):
         def measure() -> ImageScores:
             pixels = image.pil()
             observation = analyse(pixels)
-            return ImageScores(alignment=float(check_observation(observation, scene).score),
-                               aesthetic=float(observation.detail), embedding=thumbnail_embedding(pixels),
-                               models={"alignment": MODEL, "aesthetic": MODEL})
+            alignment = float(check_observation(observation, scene).score)
+            aesthetic = float(observation.detail)
+            return ImageScores(alignment=alignment, aesthetic=aesthetic,
+                               preference=PREFERENCE_ALIGNMENT_WEIGHT * alignment + aesthetic,
+                               embedding=thumbnail_embedding(pixels),
+                               models={"alignment": MODEL, "aesthetic": MODEL, "preference": MODEL})
 
         return await asyncio.to_thread(measure)
