@@ -129,9 +129,7 @@ def run_stage(work: Path, kind: str, model: str, n: int, in_flight: int, url: st
 
 def run_vllm_bench(python: str, work: Path, url: str, model: str, n: int, in_flight: int) -> dict:
     """vLLM's own client on the same requests: `vllm bench serve --dataset-name custom_image`."""
-    from curation.backends.teachers.prompting import load_template
-
-    template = load_template("teacher_initial_thinking", placeholders={"prompt"}, images={"image"})
+    template = InitialThinking().chat_template  # the stage's own prompt, as a run sends it
     lines = []
     for i in range(n):
         content, first = [], True
