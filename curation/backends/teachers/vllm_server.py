@@ -39,7 +39,7 @@ from curation.backends.teachers.refusals import RefusalJudge
 from curation.backends.teachers.prompting import (INLINE_MAX_PIXELS, ChatTeacher, Completion, ImageBudget,
                                                   ImageEncoding, encode_image, fit_image, fitted_size)
 from curation.backends.http import (AmbiguousRefusal, ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed,
-                                    ServerRefused, model_cards)
+                                    ServerError, ServerRefused, model_cards)
 from curation.core.records import Reject
 
 
@@ -153,6 +153,14 @@ class VllmServerTeacher(ChatTeacher):
             try:
                 data = await self.client.post_json("/chat/completions", payload)
             except RequestFailed as exc:  # transient after the last attempt, or refused for this sample
+                if not exc.transient and not await self.refusals.samples_own():
+                    # The server's fields say "this prompt" (param input_tokens, 413 …), but no request
+                    # of the run fits: the server's context (or policy) is the setting at fault.
+                    raise ServerRefused(f"the server at {self.base_url} refused every request of this run so far "
+                                        f"and answered none ({exc.reason}: {exc.detail}), so it would refuse them "
+                                        "all: raise the server's --max-model-len, lower teacher.max_pixels, or fix "
+                                        "the setting; nothing was stored, and the same command runs again",
+                                        ServerError(exc.status or 400, exc.detail)) from None
                 return Reject(stage, exc.reason, exc.detail, transient=exc.transient)
             except AmbiguousRefusal as exc:  # this sample, or every request alike? measured, not read
                 return await self._judge(exc, payload, stage)
