@@ -217,9 +217,13 @@ def train_to_write_thinkings(folder: Path, *, steps: int = 400, seed: int = 0) -
 
 # ----------------------------------------------------------------------------- a tiny random Qwen3-VL
 
-def build_tiny_qwen3_vl(folder: Path, *, seed: int = 0) -> Path:
+def build_tiny_qwen3_vl(folder: Path, *, seed: int = 0, hidden: int = 32, heads: int = 4, kv_heads: int = 2,
+                        head_dim: int = 8, mrope_section: tuple[int, ...] = (1, 1, 2)) -> Path:
     """A tiny random Qwen3-VL: the real architecture and processor, whose vision tower cuts 16×16
-    patches and merges them 2×2, so one token per 32×32 pixels (Qwen2.5-VL: 28×28)."""
+    patches and merges them 2×2, so one token per 32×32 pixels (Qwen2.5-VL: 28×28).
+
+    vLLM's CPU attention serves head sizes of 32 and up: for the real engine use hidden=64, heads=2,
+    kv_heads=1, head_dim=32, mrope_section=(4, 6, 6) (its parts sum to half the head size)."""
     import torch
     from transformers import (PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLConfig,
                               Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor)
@@ -229,12 +233,12 @@ def build_tiny_qwen3_vl(folder: Path, *, seed: int = 0) -> Path:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(), eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>", additional_special_tokens=SPECIAL_TOKENS[1:])
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    hidden = 32
     config = Qwen3VLConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2],
+            "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 2 * hidden,
+            "num_hidden_layers": 2, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+            "head_dim": head_dim, "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(mrope_section),
                                 "mrope_interleaved": True},
             "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
