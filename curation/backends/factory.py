@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -25,12 +25,45 @@ def build_backend(role: str, node: DictConfig) -> Backend:
                                  f"{type(cause or exc).__name__}: {cause or exc}") from exc
 
 
-def build_backends(cfg: DictConfig, roles: Iterable[str]) -> dict[str, Backend]:
-    """One backend per role the plan calls, from the config group of that name."""
-    backends = {}
-    for role in sorted(set(roles)):
+def selected(node) -> bool:
+    """Whether a role's config node selects a backend (`checker=none` is `{}`: it selects none)."""
+    return isinstance(node, DictConfig) and "_target_" in node
+
+
+def configured_roles(cfg: DictConfig) -> set[str]:
+    """The roles whose config group selects a backend."""
+    return {str(role) for role in cfg if selected(cfg.get(role))}
+
+
+def build_backends(cfg: DictConfig, roles: Mapping[str, str | None]) -> dict[str, Backend]:
+    """One backend per role the plan calls, from the config group of that name.
+
+    `roles` maps each role to a fallback: a role whose group selects no backend shares the backend
+    of its fallback role (a judge asks the teacher unless `+teacher@judge=...` selects another):
+    the same object, so one model is loaded once and its concurrency limit is shared."""
+    backends: dict[str, Backend] = {}
+
+    def build(role: str, fallback: str | None) -> Backend:
+        if role in backends:
+            return backends[role]
         node = cfg.get(role)
-        if node is None or "_target_" not in node:
+        if selected(node):
+            backends[role] = build_backend(role, node)
+        elif fallback is not None:
+            backends[role] = build(fallback, roles.get(fallback))
+        else:
             raise BackendUnavailable(f"the plan needs a {role} backend but `{role}=` selects none")
-        backends[role] = build_backend(role, node)
+        return backends[role]
+
+    for role in sorted(roles):
+        build(role, roles[role])
     return backends
+
+
+def distinct(backends: Mapping[str, Backend], roles: Mapping[str, str | None]) -> dict[str, Backend]:
+    """Each backend object once, under the role it was built for (not one that falls back to it): to
+    check, close and account for each once."""
+    owner: dict[int, str] = {}
+    for role in sorted(backends, key=lambda r: (roles.get(r) is not None, r)):
+        owner.setdefault(id(backends[role]), role)
+    return {role: backends[role] for role in sorted(owner.values())}

@@ -53,3 +53,21 @@ def assert_each_sample_once(out: Path, mode: str, sourced: int) -> None:
     assert not set(accepted) & set(rejected)
     assert len(accepted) + len(rejected) == sourced
     assert all(r["reason"] and r["stage"] for r in rejects(out, mode))
+
+
+def initial_request(prompt: str, image, seed: int):
+    """The chat the initial_thinking stage sends: its own template, the prompt and the high-quality image."""
+    from curation.backends.base import ChatRequest
+    from curation.pipeline.stages.initial_thinking import InitialThinking
+
+    return ChatRequest(InitialThinking().chat_template, {"prompt": prompt}, {"hq_image": image}, seed)
+
+
+def improving_request(prompt: str, initial_thinking: str, initial_image, hq_image, seed: int):
+    """The chat the improving_thinking stage sends."""
+    from curation.backends.base import ChatRequest
+    from curation.pipeline.stages.improving_thinking import ImprovingThinking
+
+    return ChatRequest(ImprovingThinking().chat_template,
+                       {"prompt": prompt, "improving_initial_thinking": initial_thinking},
+                       {"initial_image": initial_image, "hq_image": hq_image}, seed)

@@ -8,11 +8,11 @@ import asyncio
 from hydra.utils import instantiate
 from PIL import Image
 
-from curation.backends.base import ImageInput, InitialThinkingRequest
+from curation.backends.base import ImageInput
 from curation.core.config import load_config
 from tests.helpers import build
 from tests.support.fault_proxy import FaultProxy, Hang, MalformedJSON, Reset, Status
-from tests.teacher.helpers import assert_each_sample_once, rejects, server_teacher
+from tests.teacher.helpers import assert_each_sample_once, initial_request, rejects, server_teacher
 
 MODE = "initial_thinking_generation_learning"
 # Greedy, so that the same request always gets the same gibberish; short, so tests stay quick.
@@ -28,7 +28,7 @@ def test_images_reach_the_served_model_at_the_budgeted_size(served_tiny_qwen, ti
 
         async def go():
             picture = ImageInput.from_pil(Image.new("RGB", (448, 448)))
-            output = await backend.initial_thinking(InitialThinkingRequest("a ball", picture, 1))
+            output = await backend.chat(initial_request("a ball", picture, 1))
             await backend.aclose()
             return output
 

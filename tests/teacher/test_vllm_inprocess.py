@@ -11,8 +11,7 @@ import pytest
 from hydra.utils import instantiate
 from PIL import Image
 
-from curation.backends.base import (BackendFailed, BackendUnavailable, ImageInput, ImprovingThinkingRequest,
-                                    InitialThinkingRequest)
+from curation.backends.base import BackendFailed, BackendUnavailable, ImageInput
 from curation.backends.teachers.prompting import Sampling
 from curation.backends.teachers.vllm_inprocess import build_conversation, parse_output, sampling_kwargs
 from curation.core.config import load_config
@@ -20,7 +19,8 @@ from curation.core.records import Reject
 from curation.core.thinking_checks import check_improving_thinking, check_initial_thinking
 from tests.helpers import build
 from tests.support import stand_in_vllm
-from tests.teacher.helpers import assert_each_sample_once, rejects, rows, stored_rejects
+from tests.teacher.helpers import (assert_each_sample_once, improving_request, initial_request, rejects, rows,
+                                   stored_rejects)
 
 
 def vllm_teacher(model_dir, *overrides: str):
@@ -31,7 +31,7 @@ def vllm_teacher(model_dir, *overrides: str):
 def ask_initial(teacher, prompts: list[str], image: ImageInput) -> list:
     async def go():
         try:
-            return await asyncio.gather(*(teacher.initial_thinking(InitialThinkingRequest(p, image, 100 + i))
+            return await asyncio.gather(*(teacher.chat(initial_request(p, image, 100 + i))
                                           for i, p in enumerate(prompts)))
         finally:
             await teacher.aclose()
@@ -135,19 +135,18 @@ def test_requests_join_the_running_batch_as_they_arrive(monkeypatch, tiny_qwen):
 
         async def one(i):
             async with limit:
-                return await teacher.initial_thinking(InitialThinkingRequest(f"ball {i}", image, i))
+                return await teacher.chat(initial_request(f"ball {i}", image, i))
 
         results = await asyncio.gather(*(one(i) for i in range(64)))
-        improved = await teacher.improving_thinking(
-            ImprovingThinkingRequest("ball", results[0].text, image, ImageInput.from_pil(Image.new("RGB", (64, 64))),
-                                     7))
+        improved = await teacher.chat(
+            improving_request("ball", results[0].text, image, ImageInput.from_pil(Image.new("RGB", (64, 64))), 7))
         await teacher.aclose()
         return results, improved
 
     results, improved = asyncio.run(go())
     for i, result in enumerate(results):
         assert f"seed {i}" in result.text and check_initial_thinking(result.text) is None
-        assert result.lineage == {"template": "teacher_initial_thinking@1", "finish_reason": "stop"}
+        assert result.lineage == {"finish_reason": "stop"}  # the stage adds its template
     assert check_improving_thinking(improved.text, {"min_chars": 100, "max_chars": 8000}) is None
     engine = engine_class.instances[-1]
     # Requests joined the batch while others were mid-answer (a lock-step batcher never does that) …

@@ -1,10 +1,10 @@
-"""What every model teacher shares: versioned prompt templates, image budgets, the chat flow.
+"""What every model teacher shares: image budgets, the chat flow, the accounting.
 
 A teacher backend (`vllm_server`, `vllm`, `transformers`) only says how to run one chat — how an
 image goes into a message and how a completion comes back. Everything else lives here, once:
 
-- the prompt templates (`curation/templates/teacher_*.yaml`, versioned; the version goes into the
-  backend identity, so into every result key, and into each row's lineage);
+- rendering the template a request carries (the stage that sends it owns the template and keys its
+  results by it: the teacher's identity holds no prompt, so editing one prompt re-keys one stage);
 - the image budget: Qwen2.5-VL spends about one token per 28×28 pixels, so every image is resized
   to at most `max_pixels`, with sides on the 28-pixel grid (the server then has nothing to resize);
 - the accounting over the run (calls, tokens, seconds), for `summary()` and so the manifest — never
@@ -17,72 +17,20 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-import re
 import time
 from abc import abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-import yaml
 from PIL import Image
 
-from curation.backends.base import (BackendUnavailable, ImageInput, ImprovingThinkingRequest,
-                                    InitialThinkingRequest, Teacher, TeacherOutput)
-from curation.core.paths import templates_dir
+from curation.backends.base import BackendUnavailable, ChatRequest, ImageInput, Teacher, TeacherOutput
 from curation.core.records import Reject
 from curation.core.thinking_checks import TeacherText
-
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 # Up to 256² an image is resized and encoded in ~0.3 ms of CPU, about what handing it to a worker
 # thread costs (measured ~0.17 ms per hop on 2 cores): small images stay on the event loop.
 INLINE_MAX_PIXELS = 256 * 256
-
-
-# ----------------------------------------------------------------------------- templates
-
-
-@dataclass(frozen=True)
-class Template:
-    """A chat prompt: a system text and a user turn made of text and image parts, in order."""
-
-    name: str
-    version: int
-    system: str
-    user: tuple[tuple[str, str], ...]  # ("text", text with {placeholders}) or ("image", image name)
-
-    @property
-    def tag(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    def render(self, values: Mapping[str, str]) -> list[tuple[str, str]]:
-        """The user parts with placeholders filled in one pass (a value is never re-scanned)."""
-        return [(kind, _PLACEHOLDER.sub(lambda m: values[m.group(1)], text) if kind == "text" and "{" in text else text)
-                for kind, text in self.user]
-
-
-def load_template(name: str, *, placeholders: set[str], images: set[str]) -> Template:
-    """Read `curation/templates/<name>.yaml` and check it uses only what the request provides."""
-    path = templates_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise BackendUnavailable(f"the prompt template {name!r} does not exist: expected {path}")
-    doc = yaml.safe_load(path.read_text())
-    parts = []
-    for part in doc["user"]:
-        (kind, value), = part.items()
-        if kind == "text":
-            unknown = set(_PLACEHOLDER.findall(value)) - placeholders
-            if unknown:
-                raise BackendUnavailable(f"the template {path} uses {sorted(unknown)}; "
-                                         f"it may use only {sorted(placeholders)}")
-        elif kind == "image":
-            if value not in images:
-                raise BackendUnavailable(f"the template {path} shows image {value!r}; the request has {sorted(images)}")
-        else:
-            raise BackendUnavailable(f"the template {path} has a part of kind {kind!r}; use text or image")
-        parts.append((kind, value))
-    return Template(name=doc["name"], version=int(doc["version"]), system=doc.get("system", "").strip(),
-                    user=tuple(parts))
 
 
 # ----------------------------------------------------------------------------- images
@@ -275,17 +223,11 @@ class Completion:
 
 
 class ChatTeacher(Teacher):
-    """A teacher that answers both thinking requests with one chat built from a template."""
+    """A teacher that answers every request with one chat rendered from the request's template."""
 
-    def __init__(self, *, templates: Mapping[str, str], sampling: Mapping[str, Any], max_pixels: int,
-                 min_pixels: int, pixel_multiple: int):
+    def __init__(self, *, sampling: Mapping[str, Any], max_pixels: int, min_pixels: int, pixel_multiple: int):
         self.sampling = Sampling.from_config(sampling)
         self.budget = ImageBudget(max_pixels=int(max_pixels), min_pixels=int(min_pixels), multiple=int(pixel_multiple))
-        self.initial_template = load_template(templates["initial_thinking"], placeholders={"prompt"},
-                                              images={"image"})
-        self.improving_template = load_template(templates["improving_thinking"],
-                                                placeholders={"prompt", "initial_thinking"},
-                                                images={"initial_image", "hq_image"})
         # Accounting over the run (`summary()`), printed when the backend closes.
         self.calls = 0
         self.prompt_tokens = 0
@@ -319,28 +261,16 @@ class ChatTeacher(Teacher):
     def identity(self) -> dict[str, Any]:
         model, revision = self.model_identity()
         return {"id": model, "revision": revision, "settings": {
-            "sampling": asdict(self.sampling), "pixels": asdict(self.budget),
-            "templates": {"initial_thinking": self.initial_template.tag,
-                          "improving_thinking": self.improving_template.tag},
-            **self.backend_settings()}}
+            "sampling": asdict(self.sampling), "pixels": asdict(self.budget), **self.backend_settings()}}
 
-    async def initial_thinking(self, request: InitialThinkingRequest) -> TeacherOutput | Reject:
-        return await self._ask("initial_thinking", self.initial_template, {"prompt": request.prompt},
-                               {"image": request.image}, request.seed)
-
-    async def improving_thinking(self, request: ImprovingThinkingRequest) -> TeacherOutput | Reject:
-        return await self._ask("improving_thinking", self.improving_template,
-                               {"prompt": request.prompt, "initial_thinking": request.initial_thinking},
-                               {"initial_image": request.initial_image, "hq_image": request.hq_image},
-                               request.seed)
-
-    async def _ask(self, stage: str, template: Template, values: dict[str, str], images: dict[str, ImageInput],
-                   seed: int) -> TeacherOutput | Reject:
+    async def chat(self, request: ChatRequest) -> TeacherOutput | Reject:
         self._first_call = self._first_call or time.perf_counter()
         # Each image is prepared (resized, encoded) once per request, however often the request is retried.
-        prepared = {name: await self.prepare_image(image) for name, image in images.items()}
-        parts = [(kind, prepared[value] if kind == "image" else value) for kind, value in template.render(values)]
-        result = await self.complete(template.system, parts, seed, stage)
+        prepared = {name: await self.prepare_image(image) for name, image in request.images.items()}
+        parts = [(kind, prepared[value] if kind == "image" else value)
+                 for kind, value in request.template.render(request.values)]
+        # The template's name labels the request (vLLM request ids, a reject's stage until the stage stamps its own).
+        result = await self.complete(request.template.system, parts, request.seed, request.template.name)
         self._last_done = time.perf_counter()
         self.calls += 1
         if isinstance(result, Reject):
@@ -349,7 +279,7 @@ class ChatTeacher(Teacher):
         self.completion_tokens += result.completion_tokens or 0
         # Only what determines the text: two runs against the same deterministic server must write
         # the same bytes, so latency, attempts and tokens stay in `summary()`.
-        lineage = {"template": template.tag, "finish_reason": result.finish_reason, **result.notes}
+        lineage = {"finish_reason": result.finish_reason, **result.notes}
         return TeacherOutput(text=TeacherText(result.text, result.finish_reason), lineage=lineage)
 
     def summary(self) -> dict[str, Any]:

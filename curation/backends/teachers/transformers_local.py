@@ -27,9 +27,8 @@ from curation.core.records import Reject
 class TransformersTeacher(ChatTeacher):
     def __init__(self, model_dir: str, *, model_id: str | None = None, revision: str | None = None,
                  device: str = "auto", dtype: str = "auto", concurrency: int = 1,
-                 sampling: Mapping[str, Any], max_pixels: int, min_pixels: int, pixel_multiple: int,
-                 templates: Mapping[str, str]):
-        super().__init__(templates=templates, sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
+                 sampling: Mapping[str, Any], max_pixels: int, min_pixels: int, pixel_multiple: int):
+        super().__init__(sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
                          pixel_multiple=pixel_multiple)
         if not model_dir:
             raise BackendUnavailable("teacher=transformers needs teacher.model_dir, a local folder with a model "

@@ -132,8 +132,8 @@ class VllmTeacher(ChatTeacher):
     def __init__(self, model: str, *, revision: str | None = None, engine: Mapping[str, Any] | None = None,
                  concurrency: int = 256, sampling: Mapping[str, Any],
                  sampling_extra: Mapping[str, Any] | None = None, structured_outputs: Mapping[str, Any] | None = None,
-                 max_pixels: int, min_pixels: int, pixel_multiple: int, templates: Mapping[str, str]):
-        super().__init__(templates=templates, sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
+                 max_pixels: int, min_pixels: int, pixel_multiple: int):
+        super().__init__(sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
                          pixel_multiple=pixel_multiple)
         self.vllm = import_vllm()  # only now: building this backend is what needs vLLM
         self.model = model

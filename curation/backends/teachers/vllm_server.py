@@ -48,9 +48,9 @@ class VllmServerTeacher(ChatTeacher):
                  concurrency: int = 64, http: Mapping[str, Any], check_timeout_s: float = 15.0,
                  sampling: Mapping[str, Any], max_pixels: int, min_pixels: int, pixel_multiple: int,
                  image_format: str = "jpeg", jpeg_quality: int = 90, keep_stored_images: bool = True,
-                 image_cache_mb: float = 128, templates: Mapping[str, str], api: str = "vllm",
+                 image_cache_mb: float = 128, api: str = "vllm",
                  extra_body: Mapping[str, Any] | None = None):
-        super().__init__(templates=templates, sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
+        super().__init__(sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
                          pixel_multiple=pixel_multiple)
         self.encoding = ImageEncoding(format=image_format, jpeg_quality=int(jpeg_quality),
                                       keep_stored=bool(keep_stored_images))
