@@ -9,11 +9,11 @@ import pytest
 from hydra.utils import instantiate
 from PIL import Image
 
-from curation.backends.base import ImageInput, InitialThinkingRequest
+from curation.backends.base import ImageInput
 from curation.core.config import load_config
 from tests.helpers import build
 from tests.support.tiny_qwen import build_tiny_qwen3_vl
-from tests.teacher.helpers import rows, server_teacher
+from tests.teacher.helpers import initial_request, rows, server_teacher
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_the_transformers_recipe_sends_images_on_qwen3_vls_32_pixel_grid(tiny_qw
 
     async def go():
         try:
-            return await backend.initial_thinking(InitialThinkingRequest("a ball", picture, 3))
+            return await backend.chat(initial_request("a ball", picture, 3))
         finally:
             await backend.aclose()
 

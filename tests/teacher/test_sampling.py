@@ -12,7 +12,7 @@ import pytest
 from hydra.utils import instantiate
 from PIL import Image
 
-from curation.backends.base import BackendUnavailable, ImageInput, InitialThinkingRequest
+from curation.backends.base import BackendUnavailable, ImageInput
 from curation.backends.teachers.prompting import Sampling
 from curation.core.config import load_config
 from curation.pipeline.stages.base import derive_seed
@@ -21,7 +21,7 @@ from tests.support import stand_in_vllm
 from tests.support.aio_server import ServerThread
 from tests.support.fake_openai import MODEL, QWEN25_VL_GENERATION_CONFIG, FakeOpenAI
 from tests.support.tiny_qwen import build_tiny_qwen25_vl
-from tests.teacher.helpers import rows, server_teacher
+from tests.teacher.helpers import initial_request, rows, server_teacher
 
 MODE = "initial_thinking_generation_learning"
 RECIPE_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0,
@@ -131,7 +131,7 @@ def test_transformers_generate_gets_every_field_so_the_checkpoint_cannot_make_it
 
     async def go():
         try:
-            return [await backend.initial_thinking(InitialThinkingRequest("a ball", picture, seed)) for seed in (1, 2)]
+            return [await backend.chat(initial_request("a ball", picture, seed)) for seed in (1, 2)]
         finally:
             await backend.aclose()
 

@@ -192,8 +192,8 @@ def test_a_refusal_that_fits_the_context_is_the_samples_once_the_settings_have_w
 
     async def go():
         try:
-            first = await teacher.initial_thinking(InitialThinkingRequest("a ball", image, 1))
-            return first, await teacher.initial_thinking(InitialThinkingRequest("an ODD ball", image, 2))
+            first = await teacher.chat(initial_request("a ball", image, 1))
+            return first, await teacher.chat(initial_request("an ODD ball", image, 2))
         finally:
             await teacher.aclose()
 
