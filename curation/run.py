@@ -100,7 +100,7 @@ def run(cfg: DictConfig) -> Path:
         if cfg.executor.name == "ray":
             stats, accounting = walk_on_ray(cfg, plan, gate_settings, str(cache), run_key, stage_settings, progress)
         else:
-            gates = Gates(gate_settings, store, scored=with_scorer)
+            gates = Gates(gate_settings, store, scored=ranks_by_score(plan))
             samples = read_samples(source, gates, plan.n_source, shard=cfg.shard, num_shards=cfg.num_shards,
                                    workers=cfg.gates_workers, progress=progress)
             walker = SampleWalker(plan, backends, store, run_seed=cfg.seed, run_key=run_key,
@@ -135,17 +135,23 @@ def walk_on_ray(cfg: DictConfig, plan: Plan, gate_settings: GateSettings, store_
     from curation.pipeline.ray_executor import RayExecutor, RaySettings
 
     executor = RayExecutor(plan, make_backends=functools.partial(build_backends, cfg, plan.roles),
-                           read_samples=functools.partial(_gated_samples, cfg, plan.n_source, gate_settings),
+                           read_samples=functools.partial(_gated_samples, cfg, plan.n_source, gate_settings,
+                                                                ranks_by_score(plan)),
                            store_url=store_url, run_seed=cfg.seed, run_key=run_key, stage_settings=stage_settings,
                            progress=progress, settings=RaySettings.from_config(cfg.executor))
     result = executor.run()
     return result.stats, result.accounting
 
 
-def _gated_samples(cfg: DictConfig, limit: int, gate_settings: GateSettings, store) -> Iterator[Sample]:
+def ranks_by_score(plan: Plan) -> bool:
+    """A scorer runs after the gates, so a score it measures may rank same-size duplicate copies: the
+    streaming gate then cannot be sure which copy the end-of-run pass keeps (pipeline/dedup.py)."""
+    return any(stage.role == "scorer" for stage in plan.stages)
+
+
+def _gated_samples(cfg: DictConfig, limit: int, gate_settings: GateSettings, scored: bool, store) -> Iterator[Sample]:
     """This shard's samples through the gates, for Ray's read task (which has no progress lines)."""
-    with_scorer = cfg.get("scorer") is not None and "_target_" in cfg.scorer  # as in run(): the gates' rank
-    return read_samples(build_backend("source", cfg.source), Gates(gate_settings, store, scored=with_scorer), limit,
+    return read_samples(build_backend("source", cfg.source), Gates(gate_settings, store, scored=scored), limit,
                         shard=cfg.shard, num_shards=cfg.num_shards, workers=cfg.gates_workers)
 
 

@@ -145,7 +145,8 @@ def test_walker_actors_are_placed_by_gpu(ray_session, tmp_path):
     gates = GateSettings.from_config(cfg.gates)
     executor = RayExecutor(
         plan, make_backends=functools.partial(build_backends, cfg, plan.roles),
-        read_samples=functools.partial(run_module._gated_samples, cfg, plan.n_source, gates),
+        read_samples=functools.partial(run_module._gated_samples, cfg, plan.n_source, gates,
+                                       run_module.ranks_by_score(plan)),
         store_url=str(tmp_path / "cache"), run_seed=0, run_key="placement", stage_settings=plan.settings,
         progress=Progress([GATES, *(s.name for s in plan.stages)], interval=3600),
         settings=RaySettings.from_config(cfg.executor))
