@@ -127,10 +127,14 @@ class HttpImageGenerator(ImageGenerator):
             ref = await asyncio.to_thread(images.probe, data)  # decoding a 1024² image: off the event loop
         except images.ImageDecodeError as exc:
             return Reject(self.role, "undecodable_image", f"the server's image does not decode: {exc}")
-        lineage = {"seed": request.seed}  # attempts and latency are per-run accounting: summary()
+        lineage = self.sent_lineage(request)  # attempts and latency are per-run accounting: summary()
         if (ref.width, ref.height) != (request.width, request.height):
             lineage["returned_size"] = [ref.width, ref.height]
         return GeneratedImage(image=data, lineage=lineage)
+
+    def sent_lineage(self, request: GenerateRequest) -> dict[str, Any]:
+        """What this request sent that determines its image, beyond the identity's settings."""
+        return {"seed": request.seed}
 
     def summary(self) -> dict[str, Any]:
         return self.client.accounting.as_dict()
