@@ -125,7 +125,7 @@ async def measure_teacher(base_url: str, in_flight: int, n: int, store: Store, r
 
     t.prepare_image = timed_prepare
     stage = InitialThinking()
-    settings = yaml.safe_load((REPO / "recipes/config.yaml").read_text())["stages"]["initial_thinking"]
+    settings = dict(InitialThinking.defaults)
 
     async def call(i: int):
         ctx = StageContext(backend=t, store=store, seed=i, settings=settings)

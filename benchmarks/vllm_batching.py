@@ -57,16 +57,18 @@ def teacher(slots: int, in_flight: int):
 
 
 async def continuous(n: int, slots: int, in_flight: int, decode: list[int]) -> stand_in_vllm.StandInEngine:
-    from curation.backends.base import ImageInput, InitialThinkingRequest
+    from curation.backends.base import ChatRequest, ImageInput
+    from curation.pipeline.stages.initial_thinking import InitialThinking
 
     backend = teacher(slots, in_flight)
     engine = backend._engine
     image = ImageInput.from_pil(Image.new("RGB", (112, 112)))
     limit = asyncio.Semaphore(in_flight)
+    template = InitialThinking().chat_template
 
     async def one(i: int) -> None:
         async with limit:
-            await backend.initial_thinking(InitialThinkingRequest(f"prompt {i}", image, seed=i))
+            await backend.chat(ChatRequest(template, {"prompt": f"prompt {i}"}, {"hq_image": image}, seed=i))
 
     await asyncio.gather(*(one(i) for i in range(n)))
     await backend.aclose()

@@ -5,31 +5,26 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from curation.core.config import load_config, wants_help
 from curation.after_run import trainer_config
 from curation.after_run.export import USAGE, ExportError, export_irg
+from curation.core.cli import command
+from curation.core.config import ConfigError
 
 
-def main(overrides: Sequence[str] | None = None) -> Path:
-    argv = list(sys.argv[1:] if overrides is None else overrides)
-    if wants_help(argv):
-        print(USAGE)
-        raise SystemExit(0)
+def run(cfg: DictConfig) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = load_config("export", argv)
     if cfg.format != "irg":
         raise ExportError(f"format={cfg.format}: only `irg` (the official IRG SFT layout) is written")
     if int(cfg.gpus) < 1 or int(cfg.workers) < 1:
-        fail(f"gpus={cfg.gpus} workers={cfg.workers}: the launch needs at least one GPU and one worker")
+        raise ConfigError(f"gpus={cfg.gpus} workers={cfg.workers}: the launch needs at least one GPU and one worker")
     out = Path(cfg.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        fail(f"cannot create the export folder out={out}: {exc.strerror or exc}")
+        raise ConfigError(f"cannot create the export folder out={out}: {exc.strerror or exc}") from None
     infos = export_irg(Path(cfg.data), out, row_group_rows=int(cfg.row_group_rows),
                        rows_per_file=int(cfg.rows_per_file), processes=int(cfg.processes) or None,
                        compression=str(cfg.compression))
@@ -40,10 +35,7 @@ def main(overrides: Sequence[str] | None = None) -> Path:
     return out
 
 
-def fail(sentence: str) -> None:
-    print(f"error: {sentence}", file=sys.stderr)
-    raise SystemExit(2)
-
+main = command("export", USAGE, errors=(ExportError,))(run)
 
 if __name__ == "__main__":
     main()

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Sequence
 
-from curation.core.config import load_config
-from curation.writer.merge import merge
+from omegaconf import DictConfig
+
+from curation.core.cli import command
+from curation.writer.merge import MergeError, merge
+
+USAGE = """usage: python -m curation.merge out=<dir>
+  joins out/parts/part-*-of-N (written by `python -m curation.run ... shard=i num_shards=N`) into one dataset in out/,
+  applying the dedup rule across every part; see docs/scale_out.md."""
 
 
-def main(overrides: Sequence[str] | None = None) -> Path:
-    cfg = load_config("merge", list(sys.argv[1:] if overrides is None else overrides))
+def run(cfg: DictConfig) -> Path:
     out = merge(Path(cfg.out))
     print(f"merged dataset written to {out.resolve()}", file=sys.stderr)
     return out
 
+
+main = command("merge", USAGE, errors=(MergeError,))(run)
 
 if __name__ == "__main__":
     main()

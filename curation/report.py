@@ -2,42 +2,35 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Sequence
 
-from curation.core.config import load_config, wants_help
-from curation.writer import manifest
+from omegaconf import DictConfig
+
 from curation.after_run.report import USAGE, Settings, build
+from curation.core.cli import command
+from curation.core.config import ConfigError
+from curation.writer import manifest
 
 
-def main(overrides: Sequence[str] | None = None) -> Path:
-    argv = list(sys.argv[1:] if overrides is None else overrides)
-    if wants_help(argv):
-        print(USAGE)
-        raise SystemExit(0)
-    cfg = load_config("report", argv)
+def run(cfg: DictConfig) -> Path:
     data = Path(cfg.data)
     if not (data / manifest.FILENAME).is_file():
-        fail(f"{data} has no {manifest.FILENAME}: give data=<a folder written by curation.run>")
+        raise ConfigError(f"{data} has no {manifest.FILENAME}: give data=<a folder written by curation.run>")
     out = Path(cfg.out) if cfg.out else data / "report"
     try:
         settings = Settings.from_config(cfg)
     except ValueError as exc:
-        fail(str(exc))
+        raise ConfigError(str(exc)) from None
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        fail(f"cannot create the report folder out={out}: {exc.strerror or exc}")
+        raise ConfigError(f"cannot create the report folder out={out}: {exc.strerror or exc}") from None
     index = build(data, out, settings)
     print(index.resolve())
     return index
 
 
-def fail(sentence: str) -> None:
-    print(f"error: {sentence}", file=sys.stderr)
-    raise SystemExit(2)
-
+main = command("report", USAGE)(run)
 
 if __name__ == "__main__":
     main()

@@ -15,14 +15,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from curation.backends.base import Backend, BackendUnavailable, Source
-from curation.backends.factory import build_backend, build_backends
+from curation.backends.factory import build_backend, build_backends, configured_roles, distinct
 from curation.pipeline.dedup_pass import KEYS_FILE, duplicates_of, keys_frame, write_keys
 from curation.pipeline.executor import Executor, RunStats, SampleWalker
 from curation.pipeline.gates import Gates, GateSettings
@@ -30,7 +28,8 @@ from curation.pipeline.plan import Plan, PlanError, build_plan, plan_key
 from curation.pipeline.samples import GATES, read_samples
 from curation.pipeline.shared_store import is_url, open_store
 from curation.pipeline.store import Store
-from curation.core.config import ConfigError, load_config, wants_help
+from curation.core.cli import command
+from curation.core.config import ConfigError
 from curation.core.progress import Progress
 from curation.core.records import Sample
 from curation.core.schema import SchemaError
@@ -75,17 +74,17 @@ def run(cfg: DictConfig) -> Path:
     out = output_dir(cfg)
     gate_settings = GateSettings.from_config(cfg.gates)
     source: Source = build_backend("source", cfg.source)
-    with_checker = cfg.get("checker") is not None and "_target_" in cfg.checker
-    with_scorer = cfg.get("scorer") is not None and "_target_" in cfg.scorer
-    plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images, with_checker=with_checker,
-                      improving_initial_thinking=cfg.improving_initial_thinking, with_scorer=with_scorer)
-    backends = build_backends(cfg, (s.role for s in plan.stages if s.role))
+    plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images,
+                      improving_initial_thinking=cfg.improving_initial_thinking,
+                      settings=OmegaConf.to_container(cfg.get("stages") or {}, resolve=True),
+                      roles=configured_roles(cfg))
+    backends = build_backends(cfg, plan.roles)
     # Before any work: one clear sentence if a backend cannot run. On Ray each walker actor runs
     # these checks itself where the models will live (loading one here would only waste the GPU).
-    for backend in (source, *(backends.values() if cfg.executor.name == "local" else ())):
+    for backend in (source, *(distinct(backends, plan.roles).values() if cfg.executor.name == "local" else ())):
         backend.check()
     identities = {"source": source.identity(), **{r: b.identity() for r, b in backends.items()}}
-    stage_settings = OmegaConf.to_container(cfg.stages, resolve=True)
+    stage_settings = plan.settings
     key = plan_key(plan, identities, cfg.seed, {"stages": stage_settings, "gates": OmegaConf.to_container(cfg.gates)})
     # Outcomes are kept per shard: processes building other parts may share this store.
     run_key = hashlib.sha256(f"{key}:{cfg.shard}/{cfg.num_shards}".encode()).hexdigest()[:32]
@@ -105,9 +104,10 @@ def run(cfg: DictConfig) -> Path:
                                    num_shards=cfg.num_shards, workers=cfg.gates_workers, progress=progress)
             walker = SampleWalker(plan, backends, store, run_seed=cfg.seed, run_key=run_key,
                                   stage_settings=stage_settings, progress=progress)
+            owned = distinct(backends, plan.roles)
             stats = asyncio.run(_run_and_close(Executor(walker, max_in_flight=cfg.run.max_in_flight), samples,
-                                               backends))
-            accounting = {role: b.summary() for role, b in backends.items() if b.summary()}
+                                               owned))
+            accounting = {role: b.summary() for role, b in owned.items() if b.summary()}
         doc = publish(out, plan, store, run_key, identities, cfg, stats, accounting, started)
     finally:
         store.close()
@@ -133,8 +133,7 @@ def walk_on_ray(cfg: DictConfig, plan: Plan, gate_settings: GateSettings, store_
     """`executor=ray`: the same walk on Ray Data (curation/pipeline/ray_executor.py); needs the ray extra."""
     from curation.pipeline.ray_executor import RayExecutor, RaySettings
 
-    executor = RayExecutor(plan, make_backends=functools.partial(build_backends, cfg, [s.role for s in plan.stages
-                                                                                          if s.role]),
+    executor = RayExecutor(plan, make_backends=functools.partial(build_backends, cfg, plan.roles),
                            read_samples=functools.partial(_gated_samples, cfg, plan.n_source, gate_settings),
                            store_url=store_url, run_seed=cfg.seed, run_key=run_key, stage_settings=stage_settings,
                            progress=progress, settings=RaySettings.from_config(cfg.executor))
@@ -172,8 +171,7 @@ def publish(out: Path, plan: Plan, store: Store, run_key: str, identities: dict,
         write_keys(out / KEYS_FILE, keys, embeddings)
     duplicates = duplicates_of(keys, embeddings, GateSettings.from_config(cfg.gates))
     checker = CheckerScores()
-    quality = QualitySummary(plan.modes, plan.mode_stages,
-                             {s: OmegaConf.to_container(cfg.stages).get(s, {}) for s in QUALITY_CHECKS})
+    quality = QualitySummary(plan.modes, plan.mode_stages, {s: plan.settings.get(s, {}) for s in QUALITY_CHECKS})
     emit_started = time.monotonic()  # after the writers exist (loading the schemas imports `datasets`)
     outcomes = quality.observe(checker.observe(store.iter_outcomes(run_key)))
     emit_outcomes(outcomes, emit_plan, writer, store.image_bytes, duplicates)
@@ -203,20 +201,8 @@ def print_summary(out: Path, doc: Manifest, stats: RunStats) -> None:
     print(f"  load with: datasets.load_dataset({str(out)!r}, {next(iter(doc.modes))!r})", file=sys.stderr)
 
 
-def main(overrides: Sequence[str] | None = None) -> Path:
-    """Entry point. Called with `overrides` (from Python, tests) errors propagate as exceptions;
-    from the command line a misconfiguration is one sentence and exit status 2, no traceback."""
-    argv = list(sys.argv[1:] if overrides is None else overrides)
-    if wants_help(argv):
-        print(USAGE)
-        raise SystemExit(0)
-    try:
-        return run(load_config("config", argv))
-    except (BackendUnavailable, ConfigError, PlanError, SchemaError, HydraException, OmegaConfBaseException) as exc:
-        if overrides is not None:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+#: From the command line: each of these is one sentence and exit status 2 (curation/core/cli.py).
+main = command("config", USAGE, errors=(BackendUnavailable, PlanError, SchemaError))(run)
 
 
 if __name__ == "__main__":

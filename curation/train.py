@@ -9,7 +9,6 @@ model=tiny trains the embedded small model here (one process, or many under
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +17,8 @@ import torch.distributed as dist
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from curation.core.config import load_config, redact, wants_help
+from curation.core.cli import command
+from curation.core.config import load_config, redact
 from curation.trainer.dataset import mode_weights
 from curation.trainer.loader import ResumableLoader, TrainStream
 from curation.trainer.loop import Context, LoopConfig, init_distributed, train
@@ -92,13 +92,12 @@ def run(cfg: DictConfig) -> Path:
     return out
 
 
-def main(overrides: Sequence[str] | None = None) -> Path:
-    argv = list(sys.argv[1:] if overrides is None else overrides)
-    if wants_help(argv):
-        print(USAGE)
-        raise SystemExit(0)
+def _logged_compose(argv: list[str]) -> DictConfig:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return run(compose(argv))
+    return compose(argv)
+
+
+main = command("train", USAGE, compose=_logged_compose)(run)
 
 
 if __name__ == "__main__":

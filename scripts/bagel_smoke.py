@@ -32,8 +32,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from curation.backends.base import (BackendUnavailable, GeneratedImage, GenerateRequest, ImageInput,  # noqa: E402
-                                    InitialThinkingRequest)
+from curation.backends.base import (BackendUnavailable, ChatRequest, GeneratedImage, GenerateRequest,  # noqa: E402
+                                    ImageInput)
 from curation.core.config import load_config  # noqa: E402
 from curation.core.records import Reject  # noqa: E402
 
@@ -181,23 +181,30 @@ def run_image_path(name: str, overrides: list[str], args, torch) -> tuple[PathRe
     return result, images[:args.prompts]
 
 
-def run_teacher(args, drawn: list[GeneratedImage], torch) -> PathResult:
+def run_teacher(args, drawn: list[GeneratedImage], torch, overrides: Sequence[str] | None = None) -> PathResult:
+    """`overrides` pick the teacher (default: teacher=vllm with --teacher-model; tests pass another)."""
     from curation.backends.factory import build_backend
 
-    cfg = load_config("config", ["teacher=vllm", f"teacher.model={args.teacher_model}", f"seed={args.seed}"])
+    chosen = list(overrides or ["teacher=vllm", f"teacher.model={args.teacher_model}"])
+    cfg = load_config("config", [*chosen, f"seed={args.seed}"])
     teacher = build_backend("teacher", cfg.teacher)
     teacher.check()
     images = [ImageInput.from_pil(g.image if isinstance(g.image, Image.Image) else Image.open(io.BytesIO(g.image)))
               for g in drawn] or [ImageInput.from_pil(Image.new("RGB", (args.size, args.size), (120, 90, 60)))]
     prompts = PROMPTS[:len(images)]
+    # The initial-thinking stage's own prompt template, as a run sends it.
+    from curation.pipeline.stages.initial_thinking import InitialThinking
+    template = InitialThinking().chat_template
+
+    def ask(prompt: str, image: ImageInput, seed: int):
+        return teacher.chat(ChatRequest(template, {"prompt": prompt}, {"hq_image": image}, seed))
 
     async def go():
         try:
             started = time.perf_counter()
-            texts = await asyncio.gather(*(teacher.initial_thinking(InitialThinkingRequest(p, im, args.seed + i))
-                                           for i, (p, im) in enumerate(zip(prompts, images))))
+            texts = await asyncio.gather(*(ask(p, im, args.seed + i) for i, (p, im) in enumerate(zip(prompts, images))))
             wall = time.perf_counter() - started
-            again = await teacher.initial_thinking(InitialThinkingRequest(prompts[0], images[0], args.seed))
+            again = await ask(prompts[0], images[0], args.seed)
             return texts, wall, again
         finally:
             await teacher.aclose()
@@ -209,7 +216,7 @@ def run_teacher(args, drawn: list[GeneratedImage], torch) -> PathResult:
                         "compare the two by eye)")
     if not problems:
         print("first thinking:\n" + texts[0].text)
-    return PathResult("teacher=vllm", [wall / len(texts)] * len(texts), gpu_gb(torch, peak=False), problems)
+    return PathResult(chosen[0], [wall / len(texts)] * len(texts), gpu_gb(torch, peak=False), problems)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,6 @@ import hashlib
 import heapq
 import io
 import json
-import os
 import shutil
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -45,6 +44,7 @@ from PIL import Image
 
 from curation.core import schema
 from curation.core.cpus import usable_cpus
+from curation.core.files import write_atomic
 from curation.writer import card, figures, manifest
 
 TEMPLATES = Path(__file__).resolve().parent / "report_templates"
@@ -83,14 +83,6 @@ class Settings:
 # ----------------------------------------------------------------------------- images
 
 
-def write_file(path: Path, data: bytes | str) -> None:
-    """Write whole-or-nothing with the usual permissions (a report is meant to be shared and served)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: workers may race on one image
-    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class ImageView:
     full: str  # paths relative to the report folder
@@ -121,11 +113,11 @@ def make_image(root: str, data: bytes, thumb_px: int) -> ImageView:
                 small.thumbnail((thumb_px, thumb_px))
                 buf = io.BytesIO()
                 small.save(buf, format="JPEG", quality=82)
-                write_file(out / thumb, buf.getvalue())
+                write_atomic(out / thumb, buf.getvalue())
     except Exception as exc:  # Pillow raises OSError, SyntaxError, DecompressionBombError… for bad bytes
         return ImageView(full="", thumb="", error=f"does not decode ({type(exc).__name__}: {exc})")
     if not (out / full).is_file():
-        write_file(out / full, data)
+        write_atomic(out / full, data)
     return ImageView(full=full, thumb=thumb, width=width, height=height)
 
 
@@ -352,7 +344,7 @@ def write_mode(data: Path, out: Path, mode: str, env: jinja2.Environment, images
         items = trajectories(read_rows(mode, chunk), first, mode_schema, images)
         html = template.render(root="../", mode=mode, mode_schema=mode_schema, page=number, pages=len(chunks),
                                page_name=page_name, trajectories=items, first=first, shown=len(at), rows=rows)
-        write_file(out / mode / page_name(number), html)
+        write_atomic(out / mode / page_name(number), html)
         first_id, last_id = (items[0].sample_id, items[-1].sample_id) if items else ("", "")
         result.pages.append((page_name(number), first_id, last_id))
     for stale in (out / mode).glob("page-*.html"):  # pages of an earlier, larger report
@@ -411,7 +403,7 @@ def build(data: Path, out: Path, settings: Settings) -> Path:
         images.close()
     for group in groups:
         group.examples = [{**r, "prompt": prompts.get(str(r["sample_id"]), "")} for r in group.examples]
-    write_file(out / "rejects.html", env.get_template("rejects.html.j2").render(
+    write_atomic(out / "rejects.html", env.get_template("rejects.html.j2").render(
         root="", groups=groups, total=sum(g.count for g in groups)))
     offline = any(str(b.get("id", "")).startswith(card.OFFLINE_PREFIX) for b in doc["backends"].values())
     index = env.get_template("index.html.j2").render(
@@ -419,6 +411,7 @@ def build(data: Path, out: Path, settings: Settings) -> Path:
         rates={m: {s: f"{p / e:.1%}" if e else "—" for s, e, p in figures.funnel(entry)}
                for m, entry in doc["modes"].items()},
         stages=figures.stage_order(doc), settings=settings,
+        preference=figures.preference_rates(doc, stats), paper_preference=figures.PAPER_PREFERENCE_RATE,
         data=str(data.resolve()))
-    write_file(out / "index.html", index)
+    write_atomic(out / "index.html", index)
     return out / "index.html"

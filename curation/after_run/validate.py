@@ -89,6 +89,8 @@ class Problem:
 class ValidationFailed(Exception):
     """Raised by callers that refuse to go on with a dataset that has problems."""
 
+    exit_status = 1  # the dataset is wrong, not the command: as `validate` itself reports it
+
     def __init__(self, data: Path, problems: Sequence[Problem]):
         self.data = data
         self.problems = list(problems)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Mapping
 
 from PIL import Image
 
 from curation.core import images
 from curation.core.images import ImageRef
 from curation.core.records import Reject
+from curation.core.templates import Template
 
 
 class BackendUnavailable(RuntimeError):
@@ -120,37 +121,34 @@ class ImageInput:
 
 
 @dataclass(frozen=True)
-class InitialThinkingRequest:
-    prompt: str
-    image: ImageInput  # the high-quality image the plan must agree with
-    seed: int
+class ChatRequest:
+    """One chat, as a stage asks for it: its template, the values and images the template uses, a seed.
 
+    The stage that sends it owns the template (and keys its results by it); a teacher renders it
+    and knows nothing of which stage asked.
+    """
 
-@dataclass(frozen=True)
-class ImprovingThinkingRequest:
-    prompt: str
-    initial_thinking: str
-    initial_image: ImageInput
-    hq_image: ImageInput  # seen by the teacher, never to be mentioned in its text
+    template: Template
+    values: Mapping[str, str]
+    images: Mapping[str, ImageInput]
     seed: int
 
 
 @dataclass(frozen=True)
 class TeacherOutput:
     text: str
-    #: What determines the text: template version, finish reason, the image sizes the model saw.
+    #: What determines the text: finish reason, the image sizes the model saw (the stage adds its template).
     #: Never wall-clock or per-run values (latency, HTTP attempts, tokens): those go to `summary()`.
     lineage: dict[str, Any] = field(default_factory=dict)
 
 
 class Teacher(Backend):
+    """A chat model that sees images. Its identity is the model and how it samples, never a prompt."""
+
     role: ClassVar[str] = "teacher"
 
     @abstractmethod
-    async def initial_thinking(self, request: InitialThinkingRequest) -> TeacherOutput | Reject: ...
-
-    @abstractmethod
-    async def improving_thinking(self, request: ImprovingThinkingRequest) -> TeacherOutput | Reject: ...
+    async def chat(self, request: ChatRequest) -> TeacherOutput | Reject: ...
 
 
 # ----------------------------------------------------------------------------- image generators

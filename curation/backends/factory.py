@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Iterable
+from typing import Mapping
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -27,25 +27,58 @@ def build_backend(role: str, node: DictConfig) -> Backend:
                                  f"{type(cause or exc).__name__}: {cause or exc}") from exc
 
 
-def build_backends(cfg: DictConfig, roles: Iterable[str], gpu_total_gb: float | None = None) -> dict[str, Backend]:
+def selected(node) -> bool:
+    """Whether a role's config node selects a backend (`checker=none` is `{}`: it selects none)."""
+    return isinstance(node, DictConfig) and "_target_" in node
+
+
+def configured_roles(cfg: DictConfig) -> set[str]:
+    """The roles whose config group selects a backend."""
+    return {str(role) for role in cfg if selected(cfg.get(role))}
+
+
+def build_backends(cfg: DictConfig, roles: Mapping[str, str | None],
+                   gpu_total_gb: float | None = None) -> dict[str, Backend]:
     """One backend per role the plan calls, from the config group of that name.
+
+    `roles` maps each role to a fallback: a role whose group selects no backend shares the backend
+    of its fallback role (a judge asks the teacher unless `+teacher@judge=...` selects another):
+    the same object, so one model is loaded once and its concurrency limit is shared.
 
     First, before any is built (so before any model loads), the GPU memory plan when several
     in-process models share the GPU (curation/backends/memory_plan.py): it refuses a combination
     that cannot fit, with one sentence, and sets vLLM's share of the GPU in `cfg` (so the manifest
-    records the share used). `gpu_total_gb` stands in for the device's memory in tests.
-    """
-    roles = sorted(set(roles))
-    plan = plan_for(cfg, roles, cfg.get("gpu_memory") or {}, gpu_total_gb)
+    records the share used). Only roles that select their own backend hold a model; a fallback
+    shares one. `gpu_total_gb` stands in for the device's memory in tests."""
+    plan = plan_for(cfg, [r for r in roles if selected(cfg.get(r))], cfg.get("gpu_memory") or {}, gpu_total_gb)
     if plan is not None:
         role = vllm_role(plan)
         if role is not None:
             cfg[role].engine.gpu_memory_utilization = plan.vllm_share
         print(plan.describe(), file=sys.stderr)
-    backends = {}
-    for role in roles:
+    backends: dict[str, Backend] = {}
+
+    def build(role: str, fallback: str | None) -> Backend:
+        if role in backends:
+            return backends[role]
         node = cfg.get(role)
-        if node is None or "_target_" not in node:
+        if selected(node):
+            backends[role] = build_backend(role, node)
+        elif fallback is not None:
+            backends[role] = build(fallback, roles.get(fallback))
+        else:
             raise BackendUnavailable(f"the plan needs a {role} backend but `{role}=` selects none")
-        backends[role] = build_backend(role, node)
+        return backends[role]
+
+    for role in sorted(roles):
+        build(role, roles[role])
     return backends
+
+
+def distinct(backends: Mapping[str, Backend], roles: Mapping[str, str | None]) -> dict[str, Backend]:
+    """Each backend object once, under the role it was built for (not one that falls back to it): to
+    check, close and account for each once."""
+    owner: dict[int, str] = {}
+    for role in sorted(backends, key=lambda r: (roles.get(r) is not None, r)):
+        owner.setdefault(id(backends[role]), role)
+    return {role: backends[role] for role in sorted(owner.values())}

@@ -95,6 +95,11 @@ class HttpSettings:
     backoff_max_s: float = 60.0  # the longest wait between attempts (a Retry-After may ask for more)
     api_key_env: str | None = None  # the NAME of the environment variable holding the key
     give_up_after: int | None = None  # this many requests in a row failing for good: ServerGone
+    # After a request fails for good (transient, all attempts spent), `GET probe_path` once within
+    # `probe_timeout_s`: no HTTP answer (or a 5xx) means the server is gone, and the run stops
+    # (ServerGone) instead of rejecting what is left. None: no probe (give_up_after alone decides).
+    probe_path: str | None = "/models"
+    probe_timeout_s: float = 15.0
 
     def __post_init__(self):
         if self.max_attempts < 1:
@@ -103,6 +108,8 @@ class HttpSettings:
             raise ValueError(f"give_up_after must be at least 1 (or null), not {self.give_up_after}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, not {self.timeout_s}")
+        if self.probe_timeout_s <= 0:
+            raise ValueError(f"probe_timeout_s must be positive, not {self.probe_timeout_s}")
 
 
 @dataclass(frozen=True)
@@ -145,23 +152,33 @@ class ServerError:
         return f"HTTP {self.status}{f' ({fields})' if fields else ''}: {message}"
 
 
-# Sample-specific refusals, by the structured field that says so. vLLM's OpenAI server answers a
-# prompt over --max-model-len with 400 and param "input_tokens" (the prompt alone is too long) or
-# "max_tokens" (prompt + max_tokens is); OpenAI with code "context_length_exceeded".
-TOO_LONG_PARAMS = frozenset({"input_tokens", "max_tokens", "max_completion_tokens"})
+# Sample-specific refusals, by the structured field that says so. vLLM's OpenAI server (0.32) answers
+# a prompt whose *text* is over --max-model-len with 400 and param "input_tokens" (or "input_text");
+# OpenAI with code "context_length_exceeded".
+TOO_LONG_PARAMS = frozenset({"input_tokens", "input_text"})
 TOO_LONG_CODES = frozenset({"context_length_exceeded"})
 POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
+# 400s whose fields do not say whose fault it is. vLLM answers a prompt over --max-model-len once its
+# images are counted (the engine's input processor) with param null, like any other ValueError;
+# `max_tokens` is named when max_tokens > max_model_len (vLLM 0.32: a setting) or, in older vLLM,
+# when this prompt + max_tokens did not fit (this sample). `AmbiguousRefusal` lets the caller decide.
+AMBIGUOUS_400_PARAMS = frozenset({None, "max_tokens", "max_completion_tokens"})
 # 429s that waiting does not cure: the account's quota is spent (OpenAI).
 NOT_TRANSIENT_429_CODES = frozenset({"insufficient_quota"})
 
 
 def sample_refusal(error: ServerError) -> str | None:
-    """The reject reason when the server refuses this request for what it holds, else None."""
+    """The reject reason when the server's own fields say it refuses this request for what it holds, else None."""
     if error.status == 413 or error.code in TOO_LONG_CODES or (error.status == 400 and error.param in TOO_LONG_PARAMS):
         return "request_too_long"
     if error.status == 400 and error.code in POLICY_CODES:
         return "content_policy"
     return None
+
+
+def ambiguous_refusal(error: ServerError) -> bool:
+    """A 400 that names no field of the request, or only its output budget: this sample or the setting?"""
+    return error.status == 400 and error.param in AMBIGUOUS_400_PARAMS
 
 
 def transient_reason(error: ServerError) -> str | None:
@@ -201,12 +218,24 @@ class ServerRefused(BackendFailed):
         self.error = error
 
 
-class ServerGone(BackendFailed):
-    """`give_up_after` requests in a row failed after all their attempts: the server is gone.
+class AmbiguousRefusal(ServerRefused):
+    """A 400 whose structured fields do not say whether this request or the configuration is at fault.
 
-    Raised instead of yet another `RequestFailed`, so the run stops (a broken run) rather than
-    rejecting every remaining sample one backoff at a time; finished results stay in the store,
-    and the same command resumes once the server is back.
+    A `ServerRefused`, so a caller that cannot tell stops the run (the safe side: nothing is stored).
+    The teacher decides from what it can measure: the prompt's size against the server's context
+    (vLLM's `/tokenize`), and whether any request of this run has been answered.
+    """
+
+
+class ServerGone(BackendFailed):
+    """The server stopped answering: the run stops, however few requests are left.
+
+    Raised when a request has failed transiently after all its attempts and the server then does
+    not answer a probe (`probe_path`) within `probe_timeout_s`, or when `give_up_after` requests in
+    a row have failed for good. Raised instead of one more `RequestFailed`, so the run stops (a
+    broken run) rather than rejecting the remaining samples as transient failures and publishing
+    a dataset without them; finished results stay in the store, and the same command resumes once
+    the server is back.
     """
 
 
@@ -227,13 +256,14 @@ class HttpAccounting:
     """What a client did over a run, for its backend's `summary()` (the manifest's run.backends)."""
 
     requests: int = 0  # calls made (each one or more attempts)
+    answered: int = 0  # calls that got their answer (2xx)
     attempts: int = 0
     failed: int = 0  # calls that failed transiently after their last attempt
     refused: int = 0  # calls the server refused for their sample
     seconds: float = 0.0  # summed over calls, waits between attempts included
 
     def as_dict(self) -> dict[str, Any]:
-        return {"http_requests": self.requests, "http_attempts": self.attempts,
+        return {"http_requests": self.requests, "http_answered": self.answered, "http_attempts": self.attempts,
                 "http_retries": self.attempts - self.requests, "http_failed": self.failed,
                 "http_refused": self.refused,
                 "mean_latency_s": round(self.seconds / self.requests, 3) if self.requests else None}
@@ -393,7 +423,7 @@ class HttpClient:
                     data = await self._attempt(method, url, body)
         except _Retryable as failure:
             self.accounting.failed += 1
-            raise self._failed(failure, attempts, method, path) from None
+            raise await self._failed(failure, attempts, method, path) from None
         except RequestFailed:
             self.accounting.refused += 1
             self._failures_in_a_row = 0  # the server answered: it is there
@@ -406,6 +436,7 @@ class HttpClient:
             if stats is not None:
                 stats.attempts, stats.latency_s = attempts, elapsed
         self._failures_in_a_row = 0
+        self.accounting.answered += 1
         return data
 
     async def _attempt(self, method: str, url: URL, body: bytes | None) -> dict:
@@ -430,7 +461,8 @@ class HttpClient:
             if reason is not None:
                 raise RequestFailed(reason, f"{method} {url.path}: {error.describe()} (not retried)", transient=False,
                                     status=status)
-            raise ServerRefused(f"the server at {self._base} refused {method} {url.path} with {error.describe()}; "
+            refused = AmbiguousRefusal if ambiguous_refusal(error) else ServerRefused
+            raise refused(f"the server at {self._base} refused {method} {url.path} with {error.describe()}; "
                                 "every request of this run would fail alike, so it stops: fix the configuration "
                                 "or the server and run the same command again (nothing was stored for the "
                                 "refused request)", error)
@@ -451,7 +483,9 @@ class HttpClient:
         retry_after = getattr(failure, "retry_after", None)
         return max(delay, retry_after) if retry_after is not None else delay
 
-    def _failed(self, failure: _Retryable, attempts: int, method: str, path: str) -> RequestFailed:
+    async def _failed(self, failure: _Retryable, attempts: int, method: str, path: str) -> RequestFailed:
+        """What a request that failed for good becomes: a transient `RequestFailed` while the server
+        is still there, `ServerGone` when it is not (so the run stops, with its results kept)."""
         plural = "s" if attempts != 1 else ""
         detail = f"{method} {path}: {failure.detail} ({attempts} attempt{plural})"
         self._failures_in_a_row += 1
@@ -460,7 +494,31 @@ class HttpClient:
             raise ServerGone(f"the last {self._failures_in_a_row} requests to {self._base} all failed after "
                              f"{attempts} attempt{plural} each (last: {failure.reason}, {detail}): check the server; "
                              "finished results are kept, and the same command resumes the run")
+        silent = await self._probe()
+        if silent is not None:
+            raise ServerGone(f"the server at {self._base} stopped answering: a request failed after {attempts} "
+                             f"attempt{plural} ({failure.reason}: {detail}) and GET {self.settings.probe_path} then "
+                             f"got {silent}; the run stops without writing a dataset: finished results are kept, "
+                             "and the same command resumes the run once the server is back")
         return RequestFailed(failure.reason, detail, transient=True, status=failure.status)
+
+    async def _probe(self) -> str | None:
+        """None when the server answers `GET probe_path` with any status below 500 within
+        `probe_timeout_s` (it is there: the request failed for its own reason), else what happened."""
+        path = self.settings.probe_path
+        if path is None:
+            return None
+        try:
+            async with self._get_session().get(self._url(path),
+                                               timeout=aiohttp.ClientTimeout(total=self.settings.probe_timeout_s)) \
+                    as response:
+                await response.read()
+                status = response.status
+        except asyncio.TimeoutError:
+            return f"no answer within {self.settings.probe_timeout_s:g} s"
+        except aiohttp.ClientError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return f"HTTP {status}" if status >= 500 else None
 
 
 async def served_models(settings: HttpSettings, *, group: str, serve_hint: str, timeout_s: float) -> list[str]:
@@ -470,14 +528,21 @@ async def served_models(settings: HttpSettings, *, group: str, serve_hint: str, 
     after the run's retry budget, and with one sentence that names the knob to fix (`group` is
     the backend's config group, `serve_hint` how to start a server).
     """
-    client = HttpClient(dataclasses.replace(settings, max_attempts=1, timeout_s=timeout_s), max_connections=1)
+    return list(await model_cards(settings, group=group, serve_hint=serve_hint, timeout_s=timeout_s))
+
+
+async def model_cards(settings: HttpSettings, *, group: str, serve_hint: str, timeout_s: float) -> dict[str, dict]:
+    """`GET /models` as `served_models` does it: each served id with its card (vLLM's card holds
+    `max_model_len`, the context length the server was started with)."""
+    client = HttpClient(dataclasses.replace(settings, max_attempts=1, timeout_s=timeout_s, probe_path=None),
+                        max_connections=1)
     try:
         listing = await client.get_json("/models")
     except (RequestFailed, ServerRefused) as exc:
         raise BackendUnavailable(_probe_failure(exc, settings, group, serve_hint, timeout_s)) from None
     finally:
         await client.aclose()
-    return [m["id"] for m in listing.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    return {m["id"]: m for m in listing.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)}
 
 
 def _probe_failure(exc: RequestFailed | ServerRefused, settings: HttpSettings, group: str, serve_hint: str,

@@ -70,7 +70,10 @@ class SampleWalker:
         self.stage_settings = stage_settings
         self.progress = progress
         self.identities = {role: b.identity() for role, b in backends.items()}
-        self.limits = {role: asyncio.Semaphore(max(1, b.concurrency)) for role, b in backends.items()}
+        # One limit per backend object: a role that shares another's backend (a judge asking the
+        # teacher) shares its requests in flight too.
+        per_backend = {id(b): asyncio.Semaphore(max(1, b.concurrency)) for b in backends.values()}
+        self.limits = {role: per_backend[id(b)] for role, b in backends.items()}
         self.stats = RunStats()
         self._in_flight: dict[str, asyncio.Future] = {}  # keys being computed now
         # Transient rejects made by this run: another sample with the same key reads them as they

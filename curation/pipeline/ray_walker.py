@@ -26,6 +26,7 @@ import pyarrow as pa
 import ray
 
 from curation.backends.base import Backend, BackendUnavailable
+from curation.backends.factory import distinct
 from curation.pipeline.executor import SampleWalker
 from curation.pipeline.plan import Plan
 from curation.pipeline.ray_source import decode_batches
@@ -43,11 +44,12 @@ class WalkerActor:
     def __init__(self, *, make_backends: BackendsFactory, store_url: str, plan: Plan, run_key: str,
                  run_seed: int, stage_settings: dict[str, dict[str, Any]], actors: int):
         self.backends = make_backends()
+        self.owned = distinct(self.backends, plan.roles)  # a role that shares another's backend: that one, once
         # A backend that cannot run says why in one sentence (BackendUnavailable). Raised here it
         # would reach the driver as "the actor died in its creation task", its sentence lost in
         # Ray's text; kept and raised by the first call, it reaches the driver as the error itself.
         self.unavailable: BackendUnavailable | None = None
-        for backend in self.backends.values():
+        for backend in self.owned.values():
             try:
                 backend.check()  # loads an in-process model, once per actor
             except BackendUnavailable as exc:
@@ -94,5 +96,5 @@ class WalkerActor:
         """The actor's counts and accounting so far, read on the loop's thread (no torn reads)."""
         stats = self.walker.stats
         counts = {"computed": stats.computed, "cached": stats.cached, "rejected": stats.rejected}
-        accounting = {role: b.summary() for role, b in self.backends.items() if b.summary()}
+        accounting = {role: b.summary() for role, b in self.owned.items() if b.summary()}
         return {"counts": json.dumps(counts), "accounting": json.dumps(accounting)}

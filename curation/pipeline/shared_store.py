@@ -32,7 +32,7 @@ from curation.pipeline.store import Store
 from curation.core import images
 from curation.core.config import ConfigError
 from curation.core.images import ImageRef
-from curation.core.files import write_bytes_atomic
+from curation.core.files import write_atomic
 from curation.core.records import Outcome, Reject, StageOutput, result_from_json
 
 STORE_KINDS = ("sqlite", "shared")
@@ -145,7 +145,7 @@ class SharedStore:
         if not self._local:
             self.fs.pipe_file(path, data)  # one PUT: atomic on object stores
             return
-        write_bytes_atomic(path, data)
+        write_atomic(path, data)
 
 
 def _json_bytes(value: dict) -> bytes:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from curation.core import images
-from curation.core.files import write_bytes_atomic
+from curation.core.files import write_atomic
 from curation.core.images import ImageRef
 from curation.core.records import Outcome, Reject, StageOutput, dedup_from_json, result_from_json
 
@@ -110,7 +110,7 @@ class Store:
         ref = ref or images.probe(data)
         path = self._image_path(ref.sha256, ref.format)
         if not path.exists():
-            write_bytes_atomic(path, data)
+            write_atomic(path, data)
         return ref
 
     def image_bytes(self, ref: ImageRef) -> bytes:

@@ -34,7 +34,6 @@ and in the dataset YAML one group per mode key with `dataset_names: [irgl]`, its
 from __future__ import annotations
 
 import importlib
-import os
 import runpy
 import sys
 from pathlib import Path
@@ -44,6 +43,7 @@ import yaml
 from omegaconf import DictConfig
 from torch.utils.data import IterableDataset, get_worker_info
 
+from curation.core.files import write_atomic
 from curation.core import schema
 from curation.trainer.dataset import MixedStream, index_modes, mode_weights
 from curation.trainer.plan import ImageGrid, Planner, RowPlan
@@ -163,9 +163,8 @@ def launch(cfg: DictConfig, out: Path) -> Path:
     data = Path(cfg.data)
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "bagel_dataset.yaml"
-    tmp = config_file.with_suffix(f".{os.getpid()}.tmp")  # every rank writes the same file: no torn reads
-    tmp.write_text(yaml.safe_dump(dataset_config(weights, cfg.train_model), sort_keys=False))
-    os.replace(tmp, config_file)
+    # Every rank writes the same file: each write is whole, so no rank reads a torn one.
+    write_atomic(config_file, yaml.safe_dump(dataset_config(weights, cfg.train_model), sort_keys=False))
     sys.path.insert(0, str(root))
     register(importlib.import_module("data.dataset_info"), str(data.resolve()) if data.is_dir() else cfg.data, weights)
     sys.argv = [str(script), *trainer_flags(cfg, config_file, out)]

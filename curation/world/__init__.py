@@ -6,6 +6,7 @@ defects   what the simulated base model gets wrong, sampled and applied
 analyse   segmentation and measurement of any image, blind to the scene
 checker   GenEval-style correctness of an image for a scene, and the teacher's image comparison
 thinking  the simulated teacher: initial and improving thinkings from prompt text and images
+answers   what the simulated teacher answers to each prompt template (one module per template)
 
 The function `analyse` is not re-exported here: it shares its name with its module, and the
 package attribute `curation.world.analyse` must stay the module (for imports and monkeypatching).

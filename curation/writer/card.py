@@ -13,10 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from curation.core.files import write_atomic
 from curation.writer import emit
 
 from curation.core import schema
 from curation.writer import quality_figures
+from curation.writer import figures
 from curation.writer.figures import SAVED, STAGE_ROLES, Stats, collect, funnel, plots, saved, stage_order
 
 OFFLINE_PREFIX = "offline-world/"
@@ -161,6 +163,7 @@ def _data_section(doc: dict, stats: Stats | None, assets) -> list[str]:
         lines += _figure_line("checker.png", assets, "checker initial vs improved")
     if stats is None:
         return lines
+    lines += _preference_lines(doc, stats)
     if stats.thinking_chars:
         lines += ["## Thinking lengths", "", "Characters per thinking over every row of each mode:", "",
                   "| thinking | mode | rows | min | median | 95th pct | max |", "|---|---|---:|---:|---:|---:|---:|"]
@@ -185,6 +188,23 @@ def _data_section(doc: dict, stats: Stats | None, assets) -> list[str]:
         lines += [f"Wall time of the run: {doc['run']['elapsed_s']:.1f} s for {accepted} accepted rows "
                   f"({doc['run']['elapsed_s'] / accepted:.3f} s per row).", ""]
     return lines
+
+
+def _preference_lines(doc: dict, stats: Stats) -> list[str]:
+    rates = figures.preference_rates(doc, stats)
+    if not rates:
+        return []
+    lines = ["## Judge preference", "",
+             "A chat model compared the initial and the improved image of each pair, shown in both orders "
+             "(`pairwise_judge`). Preference rate = pairs whose improved image won both orders / pairs judged "
+             "(the published rows and the pairs it rejected); the paper reports "
+             f"{figures.PAPER_PREFERENCE_RATE:.1%} (IRG, arXiv 2509.06945).", "",
+             "| mode | judged | improved preferred | orders disagree | initial judged better | preference rate |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for mode, preferred, judged, counts in rates:
+        lines.append(f"| `{_short(mode)}` | {judged} | {preferred} | {counts['orders_disagree']} | "
+                     f"{counts[figures.INITIAL_JUDGED_BETTER]} | {preferred / judged:.1%} |")
+    return lines + [""]
 
 
 def _lineage_section(doc: dict, stats: Stats | None) -> list[str]:
@@ -223,7 +243,7 @@ def write(out: Path, doc: dict, *, workers: int | None = None) -> Stats:
         (staging / name).write_bytes(data)
     (staging / SAVED).write_text(saved(out, doc, stats))  # the report reuses them while the shards are unchanged
     emit.replace_dir(staging, out / ASSETS)
-    emit.write_file_atomic(out / "README.md", render(doc, stats, sorted(pngs)))
+    write_atomic(out / "README.md", render(doc, stats, sorted(pngs)))
     return stats
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,8 +30,6 @@ from curation.core.paths import templates_dir
 from curation.core.records import Outcome, Reject
 
 VALIDATE = "validate"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 PARQUET_SETTINGS = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
 
 
@@ -263,15 +260,6 @@ def replace_dir(staged: Path, final: Path) -> None:
     os.replace(staged, final)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
-
-
-def write_file_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a dataset is meant to be read by others
-    os.replace(tmp, path)
 
 
 REJECT_SCHEMA = pa.schema([("mode", pa.string()), ("sample_id", pa.string()), ("source_id", pa.string()),

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from curation.pipeline.stages import ALL_STAGES
+from curation.pipeline.stages import registered
 from curation.core import schema
 from curation.core.cpus import usable_cpus
 from curation.writer import quality_figures
@@ -46,7 +46,7 @@ from curation.writer import emit
 THINKING_COLUMNS = ("initial_thinking", "improving_thinking")
 # Lineage keys a backend records per stage (teachers: tokens and latency of the accepted attempt).
 TEMPLATE_KEY = "template"
-STAGE_ROLES = {cls.name: cls.role for cls in ALL_STAGES}
+STAGE_ROLES = {cls.name: cls.role for cls in registered()}
 #: Below this many shard bytes, starting worker processes (~2 s each, spawned) costs more than the pass (~3 s per GB).
 PARALLEL_BYTES = 2 * 1024 * 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -72,10 +72,44 @@ def funnel(entry: dict) -> list[tuple[str, int, int]]:
 
 
 def stage_order(doc: dict) -> list[str]:
-    """Every stage of any mode's funnel, in data-flow order."""
-    canonical = ["gates", *STAGE_ROLES, emit.VALIDATE]
+    """Every stage of any mode's funnel, in data-flow order (the plan's, as each mode lists its stages)."""
+    canonical = ["gates", *_merged_order([entry.get("stages", []) for entry in doc["modes"].values()]), emit.VALIDATE]
     found = {s for entry in doc["modes"].values() for s, _, _ in funnel(entry)}
     return sorted(found - set(canonical)) + [s for s in canonical if s in found]
+
+
+def _merged_order(lists: list[list[str]]) -> list[str]:
+    """One order that keeps the relative order of every list (each is a part of the same plan order)."""
+    after: dict[str, set[str]] = {}
+    for names in lists:
+        for i, name in enumerate(names):
+            after.setdefault(name, set()).update(names[:i])
+    order: list[str] = []
+    while len(order) < len(after):
+        order.append(min((n for n in after if n not in order and after[n] <= set(order)),
+                         key=lambda n: min(names.index(n) if n in names else len(names) for names in lists)))
+    return order
+
+
+# The pairwise judge's outcomes and its reject (curation/pipeline/stages/pairwise_judge.py).
+JUDGE, IMPROVED_PREFERRED, INITIAL_JUDGED_BETTER = "pairwise_judge", "improved_preferred", "initial_judged_better"
+#: IRG (arXiv 2509.06945): the share of pairs where the improved image was preferred to the initial one.
+PAPER_PREFERENCE_RATE = 0.633
+
+
+def preference_rates(doc: dict, stats: "Stats") -> list[tuple[str, int, int, Counter]]:
+    """`(mode, improved preferred, judged, outcomes)` per mode the judge served: the rows it kept
+    (by the outcome in their lineage) and the pairs it rejected (the manifest's count)."""
+    out = []
+    for mode, entry in doc["modes"].items():
+        counts = Counter(stats.outcomes.get(JUDGE, {}).get(mode, {}))
+        rejected = entry["rejects_by_reason"].get(f"{JUDGE}/{INITIAL_JUDGED_BETTER}", 0)
+        if rejected:
+            counts[INITIAL_JUDGED_BETTER] += rejected
+        judged = sum(counts.values())
+        if judged:
+            out.append((mode, counts[IMPROVED_PREFERRED], judged, counts))
+    return out
 
 
 # ----------------------------------------------------------------------------- what the rows say
@@ -128,6 +162,8 @@ class Stats:
     unreadable_lineage: int = 0
     models: dict[str, set] = field(default_factory=dict)  # stage -> {(id, revision)}
     templates: dict[str, set] = field(default_factory=dict)  # template name -> {versions}
+    # stage -> mode -> Counter of the `outcome` its lineage names (the judge's preference, per row)
+    outcomes: dict[str, dict[str, Counter]] = field(default_factory=dict)
 
     def merge(self, other: "Stats") -> None:
         self.rows.update(other.rows)
@@ -142,6 +178,9 @@ class Stats:
         for mine, theirs in ((self.models, other.models), (self.templates, other.templates)):
             for key, values in theirs.items():
                 mine.setdefault(key, set()).update(values)
+        for stage, by_mode in other.outcomes.items():
+            for mode, counts in by_mode.items():
+                self.outcomes.setdefault(stage, {}).setdefault(mode, Counter()).update(counts)
 
 
     def to_json(self) -> dict:
@@ -154,6 +193,7 @@ class Stats:
             "unreadable_images": self.unreadable_images, "unreadable_lineage": self.unreadable_lineage,
             "models": {stage: sorted(map(list, v)) for stage, v in self.models.items()},
             "templates": {name: sorted(v) for name, v in self.templates.items()},
+            "outcomes": {stage: {mode: dict(c) for mode, c in by_mode.items()} for stage, by_mode in self.outcomes.items()},
         }
 
     @classmethod
@@ -166,11 +206,13 @@ class Stats:
             unreadable_images=doc["unreadable_images"], unreadable_lineage=doc["unreadable_lineage"],
             models={stage: {tuple(m) for m in v} for stage, v in doc["models"].items()},
             templates={name: set(v) for name, v in doc["templates"].items()},
+            outcomes={stage: {mode: Counter(c) for mode, c in by_mode.items()}
+                      for stage, by_mode in doc["outcomes"].items()},
         )
 
 
 SAVED = "figures.json"  # in the card's assets folder
-SAVED_VERSION = 1
+SAVED_VERSION = 2  # 2: per-stage outcomes (the judge's preference)
 
 
 def shard_files(out: Path, doc: dict) -> list[tuple[str, Path]]:
@@ -295,6 +337,8 @@ def _add_lineage(stats: Stats, mode: str, text: str | None) -> None:
             stats.models.setdefault(stage, set()).add((str(backend.get("id")), str(backend.get("revision"))))
         if TEMPLATE_KEY in info:
             stats.templates.setdefault(stage, set()).add(str(info[TEMPLATE_KEY]))
+        if isinstance(info.get("outcome"), str):
+            stats.outcomes.setdefault(stage, {}).setdefault(mode, Counter())[info["outcome"]] += 1
 
 
 # ----------------------------------------------------------------------------- plots

@@ -20,7 +20,7 @@ from curation import __version__
 from curation.core import schema
 from curation.core.config import redact
 from curation.core.records import Outcome
-from curation.writer.emit import write_file_atomic
+from curation.core.files import write_atomic
 
 PACKAGES = ("datasets", "pyarrow", "pillow", "numpy", "hydra-core", "huggingface_hub", "openai", "torch",
             "transformers", "vllm")
@@ -220,7 +220,7 @@ def for_run(cfg: DictConfig, summaries: list[ModeSummary], identities: dict, run
 
 
 def write(out: Path, doc: Manifest) -> None:
-    write_file_atomic(out / FILENAME, json.dumps(doc.to_json(), indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+    write_atomic(out / FILENAME, json.dumps(doc.to_json(), indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
 def read(out: Path) -> dict:

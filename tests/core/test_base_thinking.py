@@ -19,8 +19,8 @@ def _column(out, mode, column):
 
 def test_plan_picks_one_maker_of_the_improving_initial_thinking():
     teacher = build_plan({"improving_full": 2, "initial_full": 2},
-                         source_provides_images=False, with_checker=False)
-    base = build_plan({"improving_full": 2, "initial_full": 2}, source_provides_images=False, with_checker=False,
+                         source_provides_images=False)
+    base = build_plan({"improving_full": 2, "initial_full": 2}, source_provides_images=False,
                       improving_initial_thinking="base_model")
     assert [type(s).__name__ for s in teacher.stages if s.name == "improving_initial_thinking"] == ["TeacherPlanForImproving"]
     assert [type(s).__name__ for s in base.stages if s.name == "improving_initial_thinking"] == ["BasePlanForImproving"]
@@ -28,7 +28,7 @@ def test_plan_picks_one_maker_of_the_improving_initial_thinking():
     assert "initial_thinking" not in base.mode_stages["improving_full_learning"]
     assert "initial_thinking" in base.mode_stages["initial_full_learning"]
     with pytest.raises(PlanError, match="improving_initial_thinking"):
-        build_plan({"improving_full": 2}, source_provides_images=False, with_checker=False,
+        build_plan({"improving_full": 2}, source_provides_images=False,
                    improving_initial_thinking="bagel")
 
 

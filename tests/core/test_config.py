@@ -67,7 +67,7 @@ def test_unknown_mode_is_a_clear_error():
     with pytest.raises(SchemaError, match="unknown mode"):
         resolve_mode("improving_everything")
     with pytest.raises(PlanError, match="positive count"):
-        build_plan({"improving_full": 0}, source_provides_images=False, with_checker=False)
+        build_plan({"improving_full": 0}, source_provides_images=False)
 
 
 def test_broken_backend_fails_before_any_work(tmp_path):

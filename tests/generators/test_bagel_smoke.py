@@ -64,3 +64,13 @@ def test_the_omni_path_runs_against_a_server_with_0_30s_stages(tmp_path, capsys)
     assert "bagel_omni: 4 x" in out and "; ok" in out
     assert [d["seed"] for d in fake.dit_requests] == [0, 1, 0, smoke.OTHER_SEED_OFFSET]
     assert len(list(tmp_path.glob("bagel_omni-*.png"))) == 4
+
+
+def test_the_teacher_path_with_a_teacher_that_runs_here(capsys):
+    """The same code as the vLLM path, with the offline world's teacher: the stage's template, seeds, timing."""
+    args = smoke.parse_args(["--teacher-model", "unused", "--size", "256"])
+    drawn = [smoke.GeneratedImage(image=image(40, (256, 256)))]
+    result = smoke.run_teacher(args, drawn, torch=None, overrides=["teacher=offline"])
+    assert result.problems == [] and len(result.seconds) == 1
+    assert result.line().startswith("teacher=offline: 1 x") and result.line().endswith("; ok")
+    assert "first thinking:" in capsys.readouterr().out

@@ -108,5 +108,5 @@ def test_a_possible_plan_sets_vllms_share_before_it_is_built(checkout):  # noqa:
                                  "gpu_memory.need_gb.generator=31", "gpu_memory.need_gb.teacher=20"])
     assert cfg.teacher.engine.gpu_memory_utilization == 0.9
     with pytest.raises(BackendUnavailable, match="vllm"):  # vLLM is not installed here: building it fails next
-        build_backends(cfg, ["teacher", "generator"], gpu_total_gb=141.0)
+        build_backends(cfg, {"teacher": None, "generator": None}, gpu_total_gb=141.0)
     assert cfg.teacher.engine.gpu_memory_utilization == 0.78  # floor((141 - 31) / 141 = 0.780, 2 decimals)

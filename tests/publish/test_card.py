@@ -29,7 +29,9 @@ def test_card_links_its_plots_and_says_how_the_data_was_made(publish_dataset):
     build = text.split("## How each mode was built")[1].split("## ")[0]
     assert all(f"`{mode}`" in build for mode in doc["modes"])
     assert all(f"`{b['id']}`" in text for b in doc["backends"].values())
-    assert "Template versions: questions 1" in text
+    # Every prompt the rows were made with: the stages' own templates (offline too) and the questions.
+    assert ("Template versions: improving_thinking teacher_improving_thinking@2, initial_thinking "
+            "teacher_initial_thinking@2, questions 1") in text
     # The rejects planted by the fixture show up per stage: 2 of 9 sourced samples never reach the teacher.
     assert "| `improving_full` | 88.9% | 87.5% | 100.0% |" in text
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,19 @@ def hub(monkeypatch, tmp_path) -> FakeHub:
     return FakeHub().install(monkeypatch)
 
 
+def push_cli(args: list[str]) -> int:
+    """`python -m curation.push ARGS` as the command line runs it: its exit status (0 when main returns)."""
+    saved = sys.argv
+    sys.argv = ["curation.push", *args]
+    try:
+        push.main()
+        return 0
+    except SystemExit as exc:
+        return exc.code
+    finally:
+        sys.argv = saved
+
+
 def files_on_disk(ds: Path) -> dict[str, str]:
     """Every file of the dataset folder, by sha256: what the Hub must hold afterwards. The card's saved
     statistics (`assets/figures.json`) are a local cache for the report, with local file times: not published."""
@@ -34,7 +48,7 @@ def files_on_disk(ds: Path) -> dict[str, str]:
 
 
 def test_push_is_one_commit_holding_every_file(publish_dataset, hub):
-    assert push.main([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1"]) == 0
+    assert push_cli([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1"]) == 0
     (commit,) = hub.commit_calls()
     adds = [op for op in commit["operations"] if isinstance(op, CommitOperationAdd)]
     wanted = files_on_disk(publish_dataset)
@@ -53,7 +67,7 @@ def test_push_is_one_commit_holding_every_file(publish_dataset, hub):
 def test_stale_files_of_an_earlier_push_are_deleted_in_the_same_commit(publish_dataset, hub):
     stale = "data/improving_full_learning/train-00001-of-00002.parquet"
     hub.seed({".gitattributes": b"", stale: b"old rows", "notes/keep-me.txt": b"not ours"})
-    assert push.main([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1"]) == 0
+    assert push_cli([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1"]) == 0
     (commit,) = hub.commit_calls()
     assert [op.path_in_repo for op in commit["operations"] if isinstance(op, CommitOperationDelete)] == [stale]
     assert "notes/keep-me.txt" in hub.files() and stale not in hub.files()
@@ -61,7 +75,7 @@ def test_stale_files_of_an_earlier_push_are_deleted_in_the_same_commit(publish_d
 
 def test_invalid_dataset_is_refused_before_any_hub_call(dataset_copy, hub, capfd):
     (dataset_copy / "rejects" / "rejects.parquet").unlink()
-    assert push.main([f"data={dataset_copy}", f"repo_id={REPO}", "workers=1"]) == 1
+    assert push_cli([f"data={dataset_copy}", f"repo_id={REPO}", "workers=1"]) == 1
     assert hub.calls == []
     err = capfd.readouterr().err
     assert "refusing to push" in err and "rejects_missing: rejects/rejects.parquet" in err
@@ -69,14 +83,14 @@ def test_invalid_dataset_is_refused_before_any_hub_call(dataset_copy, hub, capfd
 
 def test_private_push_to_a_public_repo_is_refused(publish_dataset, hub, capfd):
     hub.seed({".gitattributes": b""})
-    assert push.main([f"data={publish_dataset}", f"repo_id={REPO}", "private=true", "workers=1"]) == 2
+    assert push_cli([f"data={publish_dataset}", f"repo_id={REPO}", "private=true", "workers=1"]) == 2
     assert hub.commit_calls() == []
     assert "is public" in capfd.readouterr().err
 
 
 def test_token_never_appears_in_output_logs_or_files(publish_dataset, hub, capfd, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
-    assert push.main([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1", "tag=v1"]) == 0
+    assert push_cli([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1", "tag=v1"]) == 0
     hub.seed({".gitattributes": b""})  # the branch lost the files: the next push has to commit again …
     hub.fail_commit_number = 2  # … and fails, with an error that quotes the token
     original = hub.create_commit
@@ -88,7 +102,7 @@ def test_token_never_appears_in_output_logs_or_files(publish_dataset, hub, capfd
             raise HfHubHTTPError(f"{exc} (request had Authorization: Bearer {TOKEN})", response=exc.response) from None
 
     monkeypatch.setattr(push_logic.HfApi, "create_commit", failing_commit)
-    assert push.main([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1"]) == 2
+    assert push_cli([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1"]) == 2
     out = capfd.readouterr()
     assert "Authorization: Bearer ***" in out.err  # the failure is reported …
     assert TOKEN not in out.out + out.err + caplog.text  # … without the token
@@ -100,7 +114,7 @@ def test_token_never_appears_in_output_logs_or_files(publish_dataset, hub, capfd
 def test_token_inside_the_card_is_refused(dataset_copy, hub):
     with open(dataset_copy / "README.md", "a") as fh:
         fh.write(f"\nmy token is {TOKEN}\n")
-    assert push.main([f"data={dataset_copy}", f"repo_id={REPO}", "workers=1"]) == 2
+    assert push_cli([f"data={dataset_copy}", f"repo_id={REPO}", "workers=1"]) == 2
     assert hub.commit_calls() == []
 
 
@@ -108,12 +122,12 @@ def test_large_upload_goes_through_a_pull_request_and_resumes(publish_dataset, h
     args = [f"data={publish_dataset}", f"repo_id={REPO}", "workers=1", "max_files_per_commit=4"]
     wanted = files_on_disk(publish_dataset)
     hub.fail_commit_number = 3  # the connection drops during the third batch
-    assert push.main(args) == 2
+    assert push_cli(args) == 2
     assert set(hub.files("main")) == {".gitattributes"}  # nothing half-published on the branch
     first_run = hub.commit_calls()
     sent = {op.path_in_repo for call in first_run[:2] for op in call["operations"]}
 
-    assert push.main(args) == 0
+    assert push_cli(args) == 0
     second_run = hub.commit_calls()[len(first_run):]
     resent = {op.path_in_repo for call in second_run for op in call["operations"]}
     assert not resent & sent  # files already on the pull request are not sent again
@@ -127,7 +141,7 @@ def test_large_upload_goes_through_a_pull_request_and_resumes(publish_dataset, h
 
 
 def test_dry_run_validates_and_touches_nothing(publish_dataset, hub, capfd):
-    assert push.main([f"data={publish_dataset}", "dry_run=true", "workers=1"]) == 0
+    assert push_cli([f"data={publish_dataset}", "dry_run=true", "workers=1"]) == 0
     assert hub.calls == []
     assert "manifest.json" in capfd.readouterr().err
 
@@ -137,13 +151,13 @@ def test_interrupted_upload_resumes_without_sending_again_what_the_hub_holds(pub
     wanted = files_on_disk(publish_dataset)
     sizes = {name: (publish_dataset / name).stat().st_size for name in wanted if is_lfs(name)}
     hub.fail_after_uploads = 3  # the connection drops after three LFS objects arrived, inside a batch
-    assert push.main(args) == 2
+    assert push_cli(args) == 2
     assert hub.commit_calls() == [] and set(hub.files("main")) == {".gitattributes"}  # nothing half-published
     first = [path for path, _ in hub.sent]
     assert len(first) == 3
     assert "the connection dropped mid-upload" in capfd.readouterr().err
 
-    assert push.main(args) == 0
+    assert push_cli(args) == 0
     second = [path for path, _ in hub.sent[3:]]
     assert not set(second) & set(first)  # the Hub held those already: not sent again
     assert sorted(first + second) == sorted(sizes)  # every LFS file sent exactly once over both runs
@@ -158,15 +172,15 @@ def test_interrupted_upload_resumes_without_sending_again_what_the_hub_holds(pub
 
 def test_pushing_the_same_dataset_again_sends_and_commits_nothing(publish_dataset, hub, capfd):
     args = [f"data={publish_dataset}", f"repo_id={REPO}", "workers=1"]
-    assert push.main(args) == 0
+    assert push_cli(args) == 0
     sent, commits = list(hub.sent), len(hub.commit_calls())
-    assert push.main(args) == 0
+    assert push_cli(args) == 0
     assert hub.sent == sent and len(hub.commit_calls()) == commits
     assert "nothing to commit" in capfd.readouterr().err
 
 
 def test_files_are_preuploaded_with_the_hub_client_before_the_one_commit(publish_dataset, hub):
-    assert push.main([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1", "threads=3"]) == 0
+    assert push_cli([f"data={publish_dataset}", f"repo_id={REPO}", "workers=1", "threads=3"]) == 0
     names = [name for name, _ in hub.calls]
     assert names.index("preupload_lfs_files") < names.index("create_commit")
     preuploads = [kw for name, kw in hub.calls if name == "preupload_lfs_files"]

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -171,8 +172,9 @@ def test_the_report_shows_a_stable_sample_and_only_its_images(publish_dataset, t
            {p.relative_to(index.parent): p.read_bytes() for p in index.parent.rglob("*.html")}
 
 
-def test_a_report_folder_that_cannot_be_made_is_one_sentence(publish_dataset, capfd):
+def test_a_report_folder_that_cannot_be_made_is_one_sentence(publish_dataset, capfd, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["curation.report", f"data={publish_dataset}", "out=/proc/irgl-report"])
     with pytest.raises(SystemExit) as exit_:
-        report.main([f"data={publish_dataset}", "out=/proc/irgl-report"])
+        report.main()
     assert exit_.value.code == 2
     assert capfd.readouterr().err.startswith("error: cannot create the report folder out=/proc/irgl-report")

@@ -34,7 +34,9 @@ PLANTED = [
     (0.45, 2.0, -4.0, "low_aesthetic"),
     (0.40, 6.5, 4.0, "unsafe"),
     (0.60, 7.0, -3.0, None),
-    (0.30, 5.0, 0.0, None),  # every score exactly on its threshold (0.3, 5.0, p=0.5): thresholds are inclusive
+    # Every score just inside its threshold (0.3, 5.0, p=0.5). Not exactly on it: a planted value comes back
+    # through float32 model arithmetic within ~1e-6, so "exactly equal" is a unit test (test_scorers.py).
+    (0.301, 5.001, -0.01, None),
     (0.05, 1.0, 5.0, "low_alignment"),  # fails all three: the first check's reason
     (0.55, 5.5, -2.0, None),
     (0.35, 8.0, 1.0, "unsafe"),
@@ -47,7 +49,7 @@ NO_FLOOR = "stages.hq_image_quality.min_alignment=null"  # clip.yaml's default f
 
 def test_plan_puts_quality_stages_in_every_mode_before_the_teacher():
     modes = {m: 4 for m in schema.MODE_KEYS}
-    plan = build_plan(modes, source_provides_images=True, with_checker=False, with_scorer=True)
+    plan = build_plan(modes, source_provides_images=True, roles={"scorer"})
     teacher_stages = {s.name for s in plan.stages if s.role == "teacher"}
     for mode, stages in plan.mode_stages.items():
         first_teacher = min(stages.index(s) for s in teacher_stages if s in stages)
@@ -57,7 +59,7 @@ def test_plan_puts_quality_stages_in_every_mode_before_the_teacher():
         if uses_initial:
             assert stages.index("improvement") < stages.index("improving_thinking")
     assert "improvement" in plan.mode_stages[IMPROVING] and "improvement" not in plan.mode_stages[MODE]
-    plain = build_plan(modes, source_provides_images=True, with_checker=False)
+    plain = build_plan(modes, source_provides_images=True)
     assert not {"score_hq_image", "hq_image_quality"} & {s.name for s in plain.stages}
 
 

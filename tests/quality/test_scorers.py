@@ -112,3 +112,10 @@ def test_misconfigurations_are_one_sentence(tiny_models, tmp_path):
     plant_aesthetic_head(wrong, np.eye(5), [1, 2, 3, 4, 5])  # a head for 5-d embeddings; tiny CLIP gives 24
     with pytest.raises(BackendUnavailable, match="takes 5-d embeddings"):
         TransformersScorer(model=str(tiny_models["clip"]), aesthetic_head=str(wrong), device="cpu").check()
+
+
+def test_thresholds_are_inclusive():
+    limits = {"min_alignment": 0.3, "min_aesthetic": 5.0, "max_unsafe": 0.5}
+    assert failed_check({"alignment": 0.3, "aesthetic": 5.0, "unsafe": 0.5}, limits) is None
+    assert failed_check({"alignment": 0.3, "aesthetic": 4.999, "unsafe": 0.5}, limits)[0] == "low_aesthetic"
+    assert failed_check({"alignment": 0.3, "aesthetic": 5.0, "unsafe": 0.5001}, limits)[0] == "unsafe"

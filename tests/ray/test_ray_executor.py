@@ -141,13 +141,12 @@ def test_walker_actors_are_placed_by_gpu(ray_session, tmp_path):
                                  "executor.num_gpus_per_actor=1", "executor.batch_size=1",
                                  f"cache={tmp_path / 'cache'}"])
     source = build_backend("source", cfg.source)
-    plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images, with_checker=False)
-    roles = [s.role for s in plan.stages if s.role]
+    plan = build_plan(dict(cfg.recipe.modes), source_provides_images=source.provides_images)
     gates = GateSettings.from_config(cfg.gates)
     executor = RayExecutor(
-        plan, make_backends=functools.partial(build_backends, cfg, roles),
+        plan, make_backends=functools.partial(build_backends, cfg, plan.roles),
         read_samples=functools.partial(run_module._gated_samples, cfg, plan.n_source, gates),
-        store_url=str(tmp_path / "cache"), run_seed=0, run_key="placement", stage_settings={},
+        store_url=str(tmp_path / "cache"), run_seed=0, run_key="placement", stage_settings=plan.settings,
         progress=Progress([GATES, *(s.name for s in plan.stages)], interval=3600),
         settings=RaySettings.from_config(cfg.executor))
     result = executor.run()

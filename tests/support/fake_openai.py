@@ -39,8 +39,21 @@ def _image_facts(url: str, inspect: bool) -> tuple[str, int, int]:
         return digest, image.width, image.height
 
 
-def write_answer(body: dict, inspect_images: bool) -> tuple[str, int]:
-    """The deterministic thinking for a request, and the prompt's token count (text and images)."""
+# What vLLM fills from the checkpoint's generation config when a request leaves a field out
+# (`ModelConfig.get_diff_sampling_param`), and its own neutral value when the checkpoint says nothing.
+VLLM_SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0,
+                          "presence_penalty": 0.0, "frequency_penalty": 0.0}
+# Qwen2.5-VL-7B-Instruct's generation_config.json, the fields vLLM reads from it.
+QWEN25_VL_GENERATION_CONFIG = {"top_k": 1, "top_p": 0.001, "temperature": 0.1, "repetition_penalty": 1.05}
+
+
+def effective_sampling(body: dict, generation_config: dict | None) -> dict:
+    """The sampling a vLLM server applies: each field from the request, else the checkpoint's, else vLLM's."""
+    return {name: body[name] if body.get(name) is not None else (generation_config or {}).get(name, default)
+            for name, default in VLLM_SAMPLING_DEFAULTS.items()}
+
+
+def prompt_parts(body: dict, inspect_images: bool) -> tuple[list[str], list[tuple[str, int, int]]]:
     texts, images = [], []
     for message in body["messages"]:
         content = message["content"]
@@ -49,9 +62,26 @@ def write_answer(body: dict, inspect_images: bool) -> tuple[str, int]:
                 texts.append(part["text"])
             elif part["type"] == "image_url":
                 images.append(_image_facts(part["image_url"]["url"], inspect_images))
+    return texts, images
+
+
+def count_prompt_tokens(texts: list[str], images: list[tuple[str, int, int]]) -> int:
+    return sum(len(t) for t in texts) // CHARS_PER_TOKEN + sum(w * h // (28 * 28) for _, w, h in images)
+
+
+def write_answer(body: dict, inspect_images: bool, generation_config: dict | None = None) -> tuple[str, int]:
+    """The deterministic thinking for a request, and the prompt's token count (text and images).
+
+    The answer names the sample seed only when the server samples: a temperature of 0 or a top_k of
+    1 — sent, or filled in from `generation_config` as vLLM does — is greedy decoding, one answer
+    whatever the seed.
+    """
+    texts, images = prompt_parts(body, inspect_images)
     text_digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:10]
-    seed = body.get("seed")
-    prompt_tokens = sum(len(t) for t in texts) // CHARS_PER_TOKEN + sum(w * h // (28 * 28) for _, w, h in images)
+    sampling = effective_sampling(body, generation_config)
+    greedy = sampling["temperature"] == 0 or sampling["top_k"] == 1
+    seed = "greedy" if greedy else body.get("seed")
+    prompt_tokens = count_prompt_tokens(texts, images)
     seen = "; ".join(f"picture {d} of {w}x{h} pixels" for d, w, h in images)
     if len(images) == 2:
         answer = (
@@ -77,18 +107,36 @@ class FakeOpenAI:
     """The endpoint's logic: `(method, path, headers, body) -> (status, JSON object)`."""
 
     def __init__(self, *, latency_s: float = 0.0, model: str = MODEL, api_key: str | None = None,
-                 inspect_images: bool = True):
+                 inspect_images: bool = True, generation_config: dict | None = None,
+                 max_model_len: int | None = None):
         self.latency_s = latency_s
         self.model = model
         self.api_key = api_key
         self.inspect_images = inspect_images
+        self.generation_config = generation_config  # fills omitted sampling fields, as vLLM does
+        self.max_model_len = max_model_len  # as `vllm serve --max-model-len`: listed, enforced, /tokenize
         self.requests = 0  # chat completions answered
+        self.bodies: list[dict] = []  # every chat request received, parsed
+
+    def _too_long(self, prompt_tokens: int) -> dict:
+        """vLLM 0.32's answer to a prompt over max_model_len once its images are counted: the engine's
+        input processor raises VLLMValidationError without a parameter, so `param` is null."""
+        return {"error": {"message": f"The decoder prompt (length {prompt_tokens}) is longer than the maximum model "
+                                     f"length of {self.max_model_len}. Make sure that `max_model_len` is no smaller "
+                                     "than the number of text tokens plus multimodal tokens.",
+                          "type": "BadRequestError", "param": None, "code": 400}}
 
     def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             return 401, {"error": {"message": "invalid api key"}}
         if method == "GET" and path == "/v1/models":
-            return 200, {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+            card = {"id": self.model, "object": "model"}
+            if self.max_model_len is not None:
+                card["max_model_len"] = self.max_model_len
+            return 200, {"object": "list", "data": [card]}
+        if method == "POST" and path == "/tokenize" and self.max_model_len is not None:
+            count = count_prompt_tokens(*prompt_parts(json.loads(body), self.inspect_images))
+            return 200, {"count": count, "max_model_len": self.max_model_len, "tokens": list(range(count))}
         if path != "/v1/chat/completions":
             return 404, {"error": {"message": f"no route {path}"}}
         if method != "POST":
@@ -96,8 +144,18 @@ class FakeOpenAI:
         request = json.loads(body)
         if request.get("model") != self.model:
             return 404, {"error": {"message": f"the model {request.get('model')!r} does not exist"}}
+        self.bodies.append(request)
+        if self.max_model_len is not None:
+            max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
+            if max_tokens is not None and max_tokens > self.max_model_len:  # vLLM 0.32: TokenizeParams
+                return 400, {"error": {"message": f"max_tokens={max_tokens} cannot be greater than max_model_len="
+                                                  f"{self.max_model_len}. Please request fewer output tokens.",
+                                       "type": "BadRequestError", "param": "max_tokens", "code": 400}}
+            prompt_tokens = count_prompt_tokens(*prompt_parts(request, self.inspect_images))
+            if prompt_tokens >= self.max_model_len:
+                return 400, self._too_long(prompt_tokens)
         self.requests += 1
-        answer, prompt_tokens = write_answer(request, self.inspect_images)
+        answer, prompt_tokens = write_answer(request, self.inspect_images, self.generation_config)
         finish = "stop"
         max_tokens = request.get("max_tokens")
         if max_tokens is not None and len(answer) > max_tokens * CHARS_PER_TOKEN:

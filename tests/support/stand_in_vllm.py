@@ -45,7 +45,11 @@ class EngineGenerateError(Exception):
     """Raised when generate() fails. Recoverable."""
 
 
-class VLLMValidationError(ValueError):
+class VLLMClientError(Exception):
+    """vLLM >= 0.13: the base of every error blamed on the request (not a ValueError)."""
+
+
+class VLLMValidationError(VLLMClientError):
     def __init__(self, message: str, *, parameter: str | None = None, value: Any = None):
         super().__init__(message)
         self.parameter, self.value = parameter, value
@@ -58,10 +62,24 @@ class RequestOutputKind(enum.Enum):
 
 
 class SamplingParams:
+    """As vLLM 0.32's: an unknown keyword is a TypeError (a msgspec Struct), a bad value a VLLMValidationError."""
+
+    FIELDS = frozenset({"n", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
+                        "frequency_penalty", "seed", "stop", "stop_token_ids", "logprobs", "logit_bias",
+                        "structured_outputs", "ignore_eos", "min_tokens", "skip_special_tokens"})
+
     def __init__(self, *, max_tokens: int = 16, output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE,
                  **kwargs: Any):
+        unknown = sorted(set(kwargs) - self.FIELDS)
+        if unknown:
+            raise TypeError(f"Unexpected keyword argument {unknown[0]!r}")
         if max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}.")
+            raise VLLMValidationError(f"max_tokens must be at least 1, got {max_tokens}.", parameter="max_tokens")
+        if kwargs.get("top_k", 0) < -1:
+            raise VLLMValidationError(f"top_k must be 0 (disable), or at least 1, got {kwargs['top_k']}.",
+                                      parameter="top_k")
+        if kwargs.get("logprobs") is not None and kwargs["logprobs"] < 0:
+            raise VLLMValidationError(f"logprobs must be non-negative, got {kwargs['logprobs']}.", parameter="logprobs")
         self.max_tokens, self.output_kind, self.kwargs = max_tokens, output_kind, kwargs
 
 
@@ -241,6 +259,7 @@ def install(monkeypatch=None) -> type[StandInEngine]:
     sampling.SamplingParams, sampling.StructuredOutputsParams = SamplingParams, StructuredOutputsParams
     sampling.RequestOutputKind = RequestOutputKind
     modules["vllm.exceptions"].VLLMValidationError = VLLMValidationError
+    modules["vllm.exceptions"].VLLMClientError = VLLMClientError
     modules["vllm.v1.engine.async_llm"].AsyncLLM = engine_class
     errors = modules["vllm.v1.engine.exceptions"]
     errors.EngineDeadError, errors.EngineGenerateError = EngineDeadError, EngineGenerateError

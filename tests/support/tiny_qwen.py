@@ -52,12 +52,21 @@ def train_tokenizer(vocab_size: int = 400, corpus: list[str] = CORPUS):
     return tokenizer
 
 
+# vLLM's CPU attention serves head sizes of 32 and up (CPUAttentionBackend.get_supported_head_sizes),
+# so a model for the real engine needs wider heads than the default 32/4 = 8; mrope_section splits
+# half of the head size (16) into Qwen2.5-VL's temporal, height and width parts.
+VLLM_CPU_DIMS = {"hidden": 64, "heads": 2, "kv_heads": 1, "mrope_section": (4, 6, 6)}
+
+
 def build_tiny_qwen25_vl(folder: Path, *, seed: int = 0, corpus: list[str] = CORPUS, vocab_size: int = 400,
-                         phrases: tuple[str, ...] = ()) -> Path:
+                         phrases: tuple[str, ...] = (), hidden: int = 32, heads: int = 4, kv_heads: int = 2,
+                         mrope_section: tuple[int, ...] = (1, 1, 2), generation: dict | None = None) -> Path:
     """Write config, random weights, tokenizer and processor to `folder`; returns it.
 
     `phrases` become tokens of their own (plain text, not special): a model can then write each
-    of them in one step.
+    of them in one step. `generation` adds fields to generation_config.json (a checkpoint's own
+    sampling defaults, such as Qwen2.5-VL's `top_k: 1`, which an engine may apply to whatever a
+    request leaves out).
     """
     import torch
     from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
@@ -74,12 +83,12 @@ def build_tiny_qwen25_vl(folder: Path, *, seed: int = 0, corpus: list[str] = COR
         tokenizer.add_tokens([AddedToken(p, special=False, normalized=False) for p in phrases])
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
 
-    hidden = 32
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+            "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": 2,
+            "num_attention_heads": heads, "num_key_value_heads": kv_heads, "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                "mrope_section": list(mrope_section)},
             "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
         },
@@ -95,6 +104,8 @@ def build_tiny_qwen25_vl(folder: Path, *, seed: int = 0, corpus: list[str] = COR
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    for name, value in (generation or {}).items():
+        setattr(model.generation_config, name, value)
     model.save_pretrained(folder)
 
     # The processor's own pixel bounds stay wide: the teacher's `max_pixels` is what must decide.
@@ -111,6 +122,11 @@ def build_tiny_qwen25_vl(folder: Path, *, seed: int = 0, corpus: list[str] = COR
 # thinking's opening paragraph and three headed sections in order, no leak of the target image.
 INITIAL_ANSWER = ("<think>\nPlace the main subject in the centre of the frame, light it softly from the left, "
                   "keep the background plain and the colours bright, then add fine texture.\n</think>")
+# A second valid initial thinking: a model trained on both (`initial_answers`) writes either, half the
+# time each, so a sampled answer depends on the seed, and an engine that decodes greedily (or with
+# top_k 1) writes the same one for every sample.
+INITIAL_ANSWER_2 = ("<think>\nFrame the subject from slightly below, warm the light, keep the palette soft and "
+                    "the edges clean, then add detail to every surface.\n</think>")
 IMPROVING_ANSWER = ("<think>\nThe current picture is dim and its main subject sits too far to the left.\n"
                     "### Detailed Explanation of Required Improvements:\nThe subject should be centred and "
                     "lit brightly, with crisper textures.\n### Step-by-Step Modification Guidance:\n"
@@ -125,11 +141,11 @@ def _requests(count: int, seed: int) -> list[tuple[str, list, list]]:
 
     from PIL import Image
 
-    from curation.backends.teachers.prompting import load_template
+    from curation.core.templates import load_template
 
     rng = random.Random(seed)
-    initial = load_template("teacher_initial_thinking", placeholders={"prompt"}, images={"image"})
-    improving = load_template("teacher_improving_thinking", placeholders={"prompt", "initial_thinking"},
+    initial = load_template("teacher_initial_thinking", placeholders={"prompt"}, images={"hq_image"})
+    improving = load_template("teacher_improving_thinking", placeholders={"prompt", "improving_initial_thinking"},
                               images={"initial_image", "hq_image"})
     words = ("red", "blue", "green", "ball", "cube", "cone", "two", "three", "on a table", "in a field", "at dusk")
     out = []
@@ -139,21 +155,27 @@ def _requests(count: int, seed: int) -> list[tuple[str, list, list]]:
         def picture():
             return Image.new("RGB", (56, 56), tuple(rng.randrange(256) for _ in range(3)))
 
+        improving_values = {"prompt": prompt, "improving_initial_thinking": INITIAL_ANSWER}
         for template, values, kind in ((initial, {"prompt": prompt}, "initial"),
-                                       (improving, {"prompt": prompt, "initial_thinking": INITIAL_ANSWER}, "improving")):
+                                       (improving, improving_values, "improving")):
             parts = template.render(values)
             out.append((template.system, parts, [picture() for kind_, _ in parts if kind_ == "image"], kind))
     return out
 
 
-def build_thinking_tiny_qwen(folder: Path, *, steps: int = 200, seed: int = 0) -> Path:
+def build_thinking_tiny_qwen(folder: Path, *, steps: int = 200, seed: int = 0,
+                             initial_answers: tuple[str, ...] = (INITIAL_ANSWER,), **dims) -> Path:
     """A tiny Qwen2.5-VL that, greedy, answers every initial-thinking request with INITIAL_ANSWER and
     every improving-thinking request with IMPROVING_ANSWER: valid thinkings, through any server.
 
     Cheap by construction, so a fixture can afford it on a 2-core CPU: each answer is one token of
     its own (`phrases`), and the tokenizer is trained on the teacher's templates, so a request is a
     few hundred tokens; the model is then overfitted (a few dozen Adam steps, seconds) to tell the
-    two templates apart and answer with the right token, then `<|im_end|>`.
+    two templates apart and answer with the right token, then `<|im_end|>`. With several
+    `initial_answers` it writes each with equal probability (greedy: one of them, always the same).
+    `dims` go to
+    `build_tiny_qwen25_vl` (VLLM_CPU_DIMS for vLLM's CPU engine; `generation` for a checkpoint's
+    sampling defaults).
     """
     import yaml
 
@@ -164,52 +186,112 @@ def build_thinking_tiny_qwen(folder: Path, *, steps: int = 200, seed: int = 0) -
         doc = yaml.safe_load((templates_dir() / f"{name}.yaml").read_text())
         corpus += [doc["system"]] * 4 + [part["text"] for part in doc["user"] if "text" in part] * 4
     build_tiny_qwen25_vl(folder, seed=seed, corpus=corpus, vocab_size=1500,
-                         phrases=(INITIAL_ANSWER, IMPROVING_ANSWER))
-    return train_to_write_thinkings(folder, steps=steps, seed=seed)
+                         phrases=(*initial_answers, IMPROVING_ANSWER), **dims)
+    return train_to_write_thinkings(folder, steps=steps, seed=seed, initial_answers=initial_answers)
 
 
-def train_to_write_thinkings(folder: Path, *, steps: int = 400, seed: int = 0) -> Path:
+def train_to_write_thinkings(folder: Path, *, steps: int = 400, seed: int = 0,
+                             initial_answers: tuple[str, ...] = (INITIAL_ANSWER,)) -> Path:
     """Overfit the tiny model in `folder` so that, greedy, it answers every initial-thinking request
     with INITIAL_ANSWER and every improving-thinking request with IMPROVING_ANSWER.
 
     The two requests differ in their templates (and in one image against two), which is all the
     model has to tell apart; the answer is then recalled token by token. A few hundred Adam steps
-    on a handful of requests of each kind take seconds on a CPU. Saved in place.
+    on a handful of requests of each kind take seconds on a CPU. Saved in place. Each initial
+    request is trained once per answer of `initial_answers`, so their probabilities come out equal.
     """
+    import math
+
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     processor = AutoProcessor.from_pretrained(folder)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
     eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    batches = []
+    batches, floors = [], []
     for system, parts, pictures, kind in _requests(2, seed):
         content = [{"type": "text", "text": value} if part == "text" else {"type": "image"} for part, value in parts]
         messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
         text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         inputs = processor(text=[text], images=pictures, return_tensors="pt")
-        answer = processor.tokenizer(INITIAL_ANSWER if kind == "initial" else IMPROVING_ANSWER,
-                                     return_tensors="pt").input_ids
-        answer = torch.cat([answer, torch.tensor([[eos]])], dim=1)
-        prompt_len = inputs["input_ids"].shape[1]
-        ids = torch.cat([inputs["input_ids"], answer], dim=1)
-        labels = torch.full_like(ids, -100)
-        labels[:, prompt_len:] = answer
-        batch = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
-        for name, value in inputs.items():  # per-token side inputs (mm_token_type_ids): the answer is text, 0
-            if name not in ("input_ids", "attention_mask") and value.dim() == 2 and value.shape[1] == prompt_len:
-                batch[name] = torch.cat([value, torch.zeros_like(answer)], dim=1)
-        batches.append(batch)
+        answers = initial_answers if kind == "initial" else (IMPROVING_ANSWER,)
+        for target in answers:
+            answer = processor.tokenizer(target, return_tensors="pt").input_ids
+            answer = torch.cat([answer, torch.tensor([[eos]])], dim=1)
+            prompt_len = inputs["input_ids"].shape[1]
+            ids = torch.cat([inputs["input_ids"], answer], dim=1)
+            labels = torch.full_like(ids, -100)
+            labels[:, prompt_len:] = answer
+            batch = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+            for name, value in inputs.items():  # per-token side inputs (mm_token_type_ids): the answer is text, 0
+                if name not in ("input_ids", "attention_mask") and value.dim() == 2 and value.shape[1] == prompt_len:
+                    batch[name] = torch.cat([value, torch.zeros_like(answer)], dim=1)
+            batches.append(batch)
+            # The lowest loss this batch can reach: its first token is one of len(answers), equally likely.
+            floors.append(math.log(len(answers)) / answer.shape[1])
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
     model.train()
+    worst = 0.0
     for step in range(steps):
-        loss = model(**batches[step % len(batches)]).loss
+        i = step % len(batches)
+        loss = model(**batches[i]).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % len(batches) == len(batches) - 1 and loss.item() < 1e-2:
-            break
+        worst = max(worst, loss.item() - floors[i])
+        if i == len(batches) - 1:
+            if worst < 1e-2:  # every batch of this pass within 0.01 of its floor
+                break
+            worst = 0.0
     model.eval()
     model.save_pretrained(folder)
+    return folder
+
+
+# ----------------------------------------------------------------------------- a tiny random Qwen3-VL
+
+def build_tiny_qwen3_vl(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny random Qwen3-VL: the real architecture and processor, whose vision tower cuts 16×16
+    patches and merges them 2×2, so one token per 32×32 pixels (Qwen2.5-VL: 28×28)."""
+    import torch
+    from transformers import (PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLConfig,
+                              Qwen3VLForConditionalGeneration, Qwen3VLProcessor, Qwen3VLVideoProcessor)
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(), eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>", additional_special_tokens=SPECIAL_TOKENS[1:])
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    hidden = 32
+    config = Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2],
+                                "mrope_interleaved": True},
+            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": hidden,
+            "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [1],
+        },
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(folder)
+    # As Qwen3-VL's preprocessor_config.json: 16-pixel patches merged 2×2; wide pixel bounds, so the
+    # teacher's budget is what decides.
+    image_processor = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2,
+                                            image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+                                            size={"shortest_edge": 32 * 32, "longest_edge": 1024 * 32 * 32})
+    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                 video_processor=Qwen3VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
+    processor.save_pretrained(folder)
     return folder

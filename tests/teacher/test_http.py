@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from curation.backends.http import (ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats,
-                                   ServerError, ServerRefused, dumps, retry_after_seconds)
+from curation.backends.http import (AmbiguousRefusal, ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, RequestStats,
+                                   ServerError, ServerGone, ServerRefused, dumps, retry_after_seconds)
 from tests.support.aio_server import ServerThread
 from tests.support.fake_openai import MODEL, FakeOpenAI
 from tests.support.fault_proxy import (FaultProxy, Garbled, Hang, MalformedJSON, Reset, Status, empty_content,
@@ -30,7 +30,7 @@ def post(url: str, body: dict = BODY, **overrides) -> tuple[dict | RequestFailed
         stats = RequestStats()
         try:
             return await client.post_json("/chat/completions", body, stats=stats), stats
-        except (RequestFailed, ServerRefused) as exc:
+        except (RequestFailed, ServerRefused, ServerGone) as exc:
             return exc, stats
         finally:
             await client.aclose()
@@ -61,8 +61,23 @@ def test_after_the_last_attempt_the_failure_is_transient_and_named(fake, fault, 
         failure, stats = post(proxy.url, max_attempts=3)
     assert isinstance(failure, RequestFailed)
     assert (failure.reason, failure.transient) == (reason, True)
-    assert stats.attempts == 3 and len(proxy.log) == 3
+    chats = [name for call, name in proxy.log if call.path.endswith("/chat/completions")]
+    assert stats.attempts == 3 and len(chats) == 3
+    # Then the server was asked whether it is there at all (GET /models): it is, so the failure is this request's.
+    assert [(call.path, name) for call, name in proxy.log if call.method == "GET"] == [("/v1/models", "pass")]
     assert "(3 attempts)" in failure.detail
+
+
+@pytest.mark.parametrize("fault", [Reset(), Hang(3.0), Status(503)], ids=lambda f: f.name)
+def test_a_server_that_does_not_answer_the_probe_is_gone(fake, fault):
+    _, url = fake
+    with FaultProxy(url, lambda call: fault) as proxy:  # every request, the probe included
+        failure, stats = post(proxy.url, max_attempts=2, probe_timeout_s=0.5)
+    assert isinstance(failure, ServerGone) and "stopped answering" in str(failure) and "\n" not in str(failure)
+    assert stats.attempts == 2 and [call.path for call, _ in proxy.log][-1] == "/v1/models"
+    with FaultProxy(url, lambda call: fault) as proxy:  # without a probe, a transient reject as before
+        failure, _ = post(proxy.url, max_attempts=2, probe_path=None)
+    assert isinstance(failure, RequestFailed) and failure.transient
 
 
 # vLLM's own error bodies (vllm/entrypoints/openai: ErrorResponse{error: {message, type, param, code}}) and
@@ -80,11 +95,10 @@ POLICY_OPENAI = {"message": "Your request was rejected as a result of our safety
 
 @pytest.mark.parametrize("fault,reason", [
     (Status(400, error=TOO_LONG_VLLM), "request_too_long"),
-    (Status(400, error=TOO_LONG_WITH_ANSWER), "request_too_long"),
     (Status(400, error=TOO_LONG_OPENAI), "request_too_long"),
     (Status(413), "request_too_long"),
     (Status(400, error=POLICY_OPENAI), "content_policy"),
-], ids=["vllm_input_tokens", "vllm_max_tokens", "openai_context_length", "payload_too_large", "content_policy"])
+], ids=["vllm_input_tokens", "openai_context_length", "payload_too_large", "content_policy"])
 def test_a_request_refused_for_its_sample_is_a_named_failure_not_retried(fake, fault, reason):
     _, url = fake
     with FaultProxy(url, per_body([fault] * 3)) as proxy:
@@ -117,6 +131,30 @@ def test_a_request_refused_for_the_configuration_stops_with_the_servers_words(fa
     assert (fault.error or {"message": f"injected {fault.code}"})["message"][:20] in message
 
 
+# vLLM 0.32's answer to a prompt over --max-model-len once its images are counted: the engine's input
+# processor raises VLLMValidationError without a parameter (vllm/v1/engine/input_processor.py).
+TOO_LONG_VLLM_IMAGES = {"message": "The decoder prompt (length 17000) is longer than the maximum model length of "
+                                   "16384. Make sure that `max_model_len` is no smaller than the number of text "
+                                   "tokens plus multimodal tokens.", "type": "BadRequestError", "param": None,
+                        "code": 400}
+
+
+@pytest.mark.parametrize("fault,ambiguous", [
+    (Status(400, error=TOO_LONG_VLLM_IMAGES), True), (Status(400, error=TOO_LONG_WITH_ANSWER), True),
+    (Status(400), True), (Status(400, error={"message": "bad top_k", "type": "BadRequestError", "param": "top_k",
+                                             "code": 400}), False),
+    (Status(422), False), (Status(404), False),
+], ids=["vllm_images_over_context", "vllm_max_tokens", "bare_400", "named_parameter", "422", "404"])
+def test_a_400_that_names_no_field_is_left_for_the_caller_to_judge(fake, fault, ambiguous):
+    # The fields cannot tell this sample's fault from the setting's: an AmbiguousRefusal, still a
+    # ServerRefused (a caller that cannot judge stops the run); the teacher measures (test_server_failures).
+    _, url = fake
+    with FaultProxy(url, per_body([fault] * 3)) as proxy:
+        failure, stats = post(proxy.url)
+    assert isinstance(failure, ServerRefused) and isinstance(failure, AmbiguousRefusal) == ambiguous
+    assert stats.attempts == 1
+
+
 def test_an_unknown_model_on_the_server_is_a_configuration_failure(fake):
     _, url = fake
     failure, stats = post(url, {**BODY, "model": "no/such-model"})
@@ -147,9 +185,11 @@ def test_content_faults_pass_through_the_http_layer_untouched(fake):
     assert cut["choices"][0]["finish_reason"] == "length"
 
 
-def test_a_server_that_is_not_there_is_a_connection_error():
-    failure, stats = post("http://127.0.0.1:1", max_attempts=2)
+def test_a_server_that_is_not_there_is_a_connection_error_and_then_gone():
+    failure, stats = post("http://127.0.0.1:1", max_attempts=2, probe_path=None)
     assert (failure.reason, failure.transient, stats.attempts) == ("connection_error", True, 2)
+    failure, stats = post("http://127.0.0.1:1", max_attempts=2)  # the probe finds nobody either
+    assert isinstance(failure, ServerGone) and "ClientConnectorError" in str(failure) and stats.attempts == 2
 
 
 def test_waits_grow_exponentially_with_jitter_and_honour_retry_after():

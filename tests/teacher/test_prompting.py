@@ -7,7 +7,8 @@ import yaml
 from PIL import Image
 
 from curation.backends.base import BackendUnavailable
-from curation.backends.teachers.prompting import ImageBudget, fit_image, fitted_size, load_template
+from curation.backends.teachers.prompting import ImageBudget, fit_image, fitted_size
+from curation.core.templates import TemplateError, load_template
 from curation.core.paths import templates_dir
 
 
@@ -44,11 +45,11 @@ def test_a_budget_below_one_cell_is_refused():
 
 
 def test_shipped_templates_load_and_carry_a_version():
-    initial = load_template("teacher_initial_thinking", placeholders={"prompt"}, images={"image"})
-    improving = load_template("teacher_improving_thinking", placeholders={"prompt", "initial_thinking"},
+    initial = load_template("teacher_initial_thinking", placeholders={"prompt"}, images={"hq_image"})
+    improving = load_template("teacher_improving_thinking", placeholders={"prompt", "improving_initial_thinking"},
                               images={"initial_image", "hq_image"})
-    assert initial.tag == "teacher_initial_thinking@1" and improving.tag == "teacher_improving_thinking@1"
-    assert [value for kind, value in initial.user if kind == "image"] == ["image"]
+    assert initial.tag == "teacher_initial_thinking@2" and improving.tag == "teacher_improving_thinking@2"
+    assert [value for kind, value in initial.user if kind == "image"] == ["hq_image"]
     assert [value for kind, value in improving.user if kind == "image"] == ["initial_image", "hq_image"]
     for template in (initial, improving):
         text = " ".join(value for kind, value in template.user if kind == "text")
@@ -59,19 +60,20 @@ def test_shipped_templates_load_and_carry_a_version():
 
 
 def test_placeholders_are_filled_once_and_values_are_not_rescanned():
-    improving = load_template("teacher_improving_thinking", placeholders={"prompt", "initial_thinking"},
+    improving = load_template("teacher_improving_thinking", placeholders={"prompt", "improving_initial_thinking"},
                               images={"initial_image", "hq_image"})
-    parts = improving.render({"prompt": "a {initial_thinking} sign", "initial_thinking": "<think>plan</think>"})
+    parts = improving.render({"prompt": "a {improving_initial_thinking} sign",
+                              "improving_initial_thinking": "<think>plan</think>"})
     text = "".join(value for kind, value in parts if kind == "text")
-    assert "a {initial_thinking} sign" in text and "<think>plan</think>" in text
+    assert "a {improving_initial_thinking} sign" in text and "<think>plan</think>" in text
 
 
 def test_a_template_using_unknown_names_is_refused(tmp_path, monkeypatch):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(
         {"name": "bad", "version": 1, "system": "", "user": [{"text": "{prompt} and {negative}"}]}))
-    monkeypatch.setattr("curation.backends.teachers.prompting.templates_dir", lambda: tmp_path)
-    with pytest.raises(BackendUnavailable, match="negative"):
+    monkeypatch.setattr("curation.core.templates.templates_dir", lambda: tmp_path)
+    with pytest.raises(TemplateError, match="negative"):
         load_template("bad", placeholders={"prompt"}, images={"image"})
-    with pytest.raises(BackendUnavailable, match="does not exist"):
+    with pytest.raises(TemplateError, match="does not exist"):
         load_template("missing", placeholders={"prompt"}, images={"image"})
     assert (templates_dir() / "teacher_initial_thinking.yaml").is_file()

@@ -8,11 +8,11 @@ import asyncio
 from hydra.utils import instantiate
 from PIL import Image
 
-from curation.backends.base import ImageInput, InitialThinkingRequest
+from curation.backends.base import ImageInput
 from curation.core.config import load_config
 from tests.helpers import build
 from tests.support.fault_proxy import FaultProxy, Hang, MalformedJSON, Reset, Status
-from tests.teacher.helpers import assert_each_sample_once, rejects, server_teacher
+from tests.teacher.helpers import assert_each_sample_once, initial_request, rejects, server_teacher
 
 MODE = "initial_thinking_generation_learning"
 # Greedy, so that the same request always gets the same gibberish; short, so tests stay quick.
@@ -21,14 +21,14 @@ GREEDY = ["teacher.sampling.temperature=0", "teacher.sampling.max_tokens=12"]
 
 def test_images_reach_the_served_model_at_the_budgeted_size(served_tiny_qwen, tiny_qwen):
     def prompt_tokens(max_pixels: int) -> dict:
-        cfg = load_config("config", [*server_teacher(served_tiny_qwen, str(tiny_qwen)), *GREEDY,
+        cfg = load_config("config", [*server_teacher(served_tiny_qwen, str(tiny_qwen), api="transformers"), *GREEDY,
                                      f"teacher.max_pixels={max_pixels}"])
         backend = instantiate(cfg.teacher, _convert_="all")
         backend.check()  # GET /v1/models lists the served folder under its path
 
         async def go():
             picture = ImageInput.from_pil(Image.new("RGB", (448, 448)))
-            output = await backend.initial_thinking(InitialThinkingRequest("a ball", picture, 1))
+            output = await backend.chat(initial_request("a ball", picture, 1))
             await backend.aclose()
             return output
 
@@ -42,7 +42,7 @@ def test_images_reach_the_served_model_at_the_budgeted_size(served_tiny_qwen, ti
 
 
 def test_a_run_against_the_server_rejects_gibberish_as_truncated(served_tiny_qwen, tiny_qwen, tmp_path):
-    out = build(tmp_path, "recipe=initial_thinking", "n=3", *server_teacher(served_tiny_qwen, str(tiny_qwen)),
+    out = build(tmp_path, "recipe=initial_thinking", "n=3", *server_teacher(served_tiny_qwen, str(tiny_qwen), api="transformers"),
                 *GREEDY, "stages.initial_thinking.validation_attempts=2")
     assert_each_sample_once(out, MODE, 3)
     found = rejects(out, MODE)
@@ -68,11 +68,11 @@ def _fault_plan():
 
 def test_faults_in_front_of_the_server_change_nothing_in_the_outcome(served_tiny_qwen, tiny_qwen, tmp_path):
     teacher = [*GREEDY, "teacher.concurrency=2"]
-    clean = build(tmp_path, "recipe=initial_thinking", "n=4", *server_teacher(served_tiny_qwen, str(tiny_qwen)),
+    clean = build(tmp_path, "recipe=initial_thinking", "n=4", *server_teacher(served_tiny_qwen, str(tiny_qwen), api="transformers"),
                   *teacher, out="clean", cache="clean-cache")
     with FaultProxy(served_tiny_qwen, _fault_plan()) as proxy:
         faulted = build(tmp_path, "recipe=initial_thinking", "n=4",
-                        *server_teacher(proxy.url, str(tiny_qwen), timeout_s=2.0), *teacher,
+                        *server_teacher(proxy.url, str(tiny_qwen), api="transformers", timeout_s=2.0), *teacher,
                         out="faulted", cache="faulted-cache")
     assert {"status_429", "reset", "status_503", "malformed_json", "hang"} <= set(proxy.faults())
     assert_each_sample_once(faulted, MODE, 4)

@@ -23,7 +23,7 @@ FAULTS = [Status(503), Reset(), Status(429, retry_after=0.01), MalformedJSON(), 
 def test_every_thinking_mode_gets_accepted_rows_through_the_real_server_and_faults(served_thinking_qwen, tmp_path):
     url, folder = served_thinking_qwen
     with FaultProxy(url, one_in(5, FAULTS)) as proxy:  # one request in five fails once, each a different way
-        out = build(tmp_path, "recipe=all", "n=8", "image_size=64", *server_teacher(proxy.url, str(folder),
+        out = build(tmp_path, "recipe=all", "n=8", "image_size=64", *server_teacher(proxy.url, str(folder), api="transformers",
                                                                                   timeout_s=5.0, max_attempts=8),
                     "teacher.sampling.temperature=0", "teacher.sampling.max_tokens=8", "teacher.concurrency=2")
     chats = [name for call, name in proxy.log if call.path.endswith("/chat/completions")]

@@ -13,10 +13,10 @@ import pytest
 from hydra.utils import instantiate
 from PIL import Image
 
-from curation.backends.base import BackendUnavailable, ImageInput, ImprovingThinkingRequest, InitialThinkingRequest
+from curation.backends.base import BackendUnavailable, ImageInput
 from curation.core.config import load_config
 from tests.helpers import build
-from tests.teacher.helpers import assert_each_sample_once, rejects
+from tests.teacher.helpers import assert_each_sample_once, improving_request, initial_request, rejects
 
 MAX_TOKENS = 12
 
@@ -31,8 +31,7 @@ def teacher(model_dir, *overrides: str):
 
 def ask(backend, *requests):
     async def go():
-        out = [await (backend.initial_thinking(r) if isinstance(r, InitialThinkingRequest)
-                      else backend.improving_thinking(r)) for r in requests]
+        out = [await backend.chat(r) for r in requests]
         await backend.aclose()
         return out
 
@@ -43,15 +42,14 @@ def test_images_reach_the_model_at_the_budgeted_size_and_lineage_is_filled(tiny_
     picture = ImageInput.from_pil(Image.new("RGB", (448, 448), "orange"))
     small_backend, large_backend = teacher(tiny_qwen, "teacher.max_pixels=50176"), teacher(tiny_qwen,
                                                                                            "teacher.max_pixels=200704")
-    small, = ask(small_backend, InitialThinkingRequest("a ball", picture, 3))
-    large, = ask(large_backend, InitialThinkingRequest("a ball", picture, 3))
+    small, = ask(small_backend, initial_request("a ball", picture, 3))
+    large, = ask(large_backend, initial_request("a ball", picture, 3))
     # 448² → 224² (8×8 cells of 28 px) under 50176 pixels, kept at 448² (16×16) under 200704.
     assert small.lineage["image_tokens"] == 64 and large.lineage["image_tokens"] == 256
     # Tokens are the run's accounting (summary), not lineage: one call each here.
     assert large_backend.summary()["prompt_tokens"] - small_backend.summary()["prompt_tokens"] == 256 - 64
     for output, backend in ((small, small_backend), (large, large_backend)):
-        assert set(output.lineage) == {"template", "finish_reason", "image_tokens"}
-        assert output.lineage["template"] == "teacher_initial_thinking@1"
+        assert set(output.lineage) == {"finish_reason", "image_tokens"}  # the stage adds its template
         completion_tokens = backend.summary()["completion_tokens"]
         assert 0 < completion_tokens <= MAX_TOKENS
         assert output.lineage["finish_reason"] in ("stop", "length")
@@ -61,19 +59,17 @@ def test_images_reach_the_model_at_the_budgeted_size_and_lineage_is_filled(tiny_
 
 def test_both_images_of_an_improving_request_reach_the_model(tiny_qwen):
     backend = teacher(tiny_qwen, "teacher.max_pixels=50176")
-    request = ImprovingThinkingRequest("a ball", "<think>a plan</think>",
-                                       ImageInput.from_pil(Image.new("RGB", (448, 448))),
-                                       ImageInput.from_pil(Image.new("RGB", (224, 112))), seed=5)
+    request = improving_request("a ball", "<think>a plan</think>", ImageInput.from_pil(Image.new("RGB", (448, 448))),
+                                ImageInput.from_pil(Image.new("RGB", (224, 112))), seed=5)
     output, = ask(backend, request)
     assert output.lineage["image_tokens"] == 64 + 32  # 8×8 cells and 8×4 cells
-    assert output.lineage["template"] == "teacher_improving_thinking@1"
 
 
 def test_the_same_seed_gives_the_same_sampled_text(tiny_qwen):
     picture = ImageInput.from_pil(Image.new("RGB", (112, 112), "teal"))
     backend = teacher(tiny_qwen, "teacher.sampling.temperature=1.0")
-    first, second = ask(backend, InitialThinkingRequest("a ball", picture, 11),
-                        InitialThinkingRequest("a ball", picture, 11))
+    first, second = ask(backend, initial_request("a ball", picture, 11),
+                        initial_request("a ball", picture, 11))
     assert first.text == second.text and first.lineage == second.lineage
     assert backend.summary()["completion_tokens"] > 0
 

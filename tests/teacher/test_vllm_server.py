@@ -32,9 +32,9 @@ def test_a_clean_run_fills_lineage_and_sends_images_within_budget(tmp_path, fake
     for row in found:
         stages = row["lineage"]["stages"]
         initial, improving = stages["initial_thinking"], stages["improving_thinking"]
-        assert initial["template"] == "teacher_initial_thinking@1"
-        assert improving["template"] == "teacher_improving_thinking@1"
-        assert initial["backend"]["settings"]["templates"]["improving_thinking"] == "teacher_improving_thinking@1"
+        assert initial["template"] == "teacher_initial_thinking@2"
+        assert improving["template"] == "teacher_improving_thinking@2"
+        assert "templates" not in initial["backend"]["settings"]  # a prompt is its stage's, not the teacher's
         assert initial["finish_reason"] == improving["finish_reason"] == "stop"
         # Only what determines the text: no wall clock, attempts or tokens (those are the run's accounting).
         assert not {"latency_s", "attempts", "prompt_tokens", "completion_tokens"} & (set(initial) | set(improving))

@@ -1,10 +1,10 @@
-"""What every model teacher shares: versioned prompt templates, image budgets, the chat flow.
+"""What every model teacher shares: image budgets, the chat flow, the accounting.
 
 A teacher backend (`vllm_server`, `vllm`, `transformers`) only says how to run one chat — how an
 image goes into a message and how a completion comes back. Everything else lives here, once:
 
-- the prompt templates (`curation/templates/teacher_*.yaml`, versioned; the version goes into the
-  backend identity, so into every result key, and into each row's lineage);
+- rendering the template a request carries (the stage that sends it owns the template and keys its
+  results by it: the teacher's identity holds no prompt, so editing one prompt re-keys one stage);
 - the image budget: Qwen2.5-VL spends about one token per 28×28 pixels, so every image is resized
   to at most `max_pixels`, with sides on the 28-pixel grid (the server then has nothing to resize);
 - the accounting over the run (calls, tokens, seconds), for `summary()` and so the manifest — never
@@ -17,72 +17,20 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-import re
 import time
 from abc import abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-import yaml
 from PIL import Image
 
-from curation.backends.base import (BackendUnavailable, ImageInput, ImprovingThinkingRequest,
-                                    InitialThinkingRequest, Teacher, TeacherOutput)
-from curation.core.paths import templates_dir
+from curation.backends.base import BackendUnavailable, ChatRequest, ImageInput, Teacher, TeacherOutput
 from curation.core.records import Reject
 from curation.core.thinking_checks import TeacherText
-
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 # Up to 256² an image is resized and encoded in ~0.3 ms of CPU, about what handing it to a worker
 # thread costs (measured ~0.17 ms per hop on 2 cores): small images stay on the event loop.
 INLINE_MAX_PIXELS = 256 * 256
-
-
-# ----------------------------------------------------------------------------- templates
-
-
-@dataclass(frozen=True)
-class Template:
-    """A chat prompt: a system text and a user turn made of text and image parts, in order."""
-
-    name: str
-    version: int
-    system: str
-    user: tuple[tuple[str, str], ...]  # ("text", text with {placeholders}) or ("image", image name)
-
-    @property
-    def tag(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    def render(self, values: Mapping[str, str]) -> list[tuple[str, str]]:
-        """The user parts with placeholders filled in one pass (a value is never re-scanned)."""
-        return [(kind, _PLACEHOLDER.sub(lambda m: values[m.group(1)], text) if kind == "text" and "{" in text else text)
-                for kind, text in self.user]
-
-
-def load_template(name: str, *, placeholders: set[str], images: set[str]) -> Template:
-    """Read `curation/templates/<name>.yaml` and check it uses only what the request provides."""
-    path = templates_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise BackendUnavailable(f"the prompt template {name!r} does not exist: expected {path}")
-    doc = yaml.safe_load(path.read_text())
-    parts = []
-    for part in doc["user"]:
-        (kind, value), = part.items()
-        if kind == "text":
-            unknown = set(_PLACEHOLDER.findall(value)) - placeholders
-            if unknown:
-                raise BackendUnavailable(f"the template {path} uses {sorted(unknown)}; "
-                                         f"it may use only {sorted(placeholders)}")
-        elif kind == "image":
-            if value not in images:
-                raise BackendUnavailable(f"the template {path} shows image {value!r}; the request has {sorted(images)}")
-        else:
-            raise BackendUnavailable(f"the template {path} has a part of kind {kind!r}; use text or image")
-        parts.append((kind, value))
-    return Template(name=doc["name"], version=int(doc["version"]), system=doc.get("system", "").strip(),
-                    user=tuple(parts))
 
 
 # ----------------------------------------------------------------------------- images
@@ -162,18 +110,102 @@ def encode_image(image: Image.Image, encoding: ImageEncoding) -> bytes:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling knobs every backend understands (backend-specific extras live in its config)."""
+    """Every sampling field that changes an answer, with one meaning for every model teacher.
 
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_tokens: int = 2048
+    No field may be left out of a request: vLLM (server and engine) and transformers' `generate`
+    fill each omitted field from the checkpoint's `generation_config.json`, and Qwen2.5-VL's says
+    `top_k: 1, repetition_penalty: 1.05` — greedy decoding behind a request that asked for
+    temperature 0.7. So there are no defaults here: the values come from `recipes/teacher/sampling/`
+    (stated once), and each backend sends all of them (`vllm_fields`, `generate_kwargs`).
+
+    Meanings (as vLLM defines them; transformers' `generate` is given the same):
+    temperature 0 = greedy; top_k 0 = no top-k cut; top_p 1 and min_p 0 = no nucleus / min-p cut;
+    repetition_penalty 1 = none. vLLM's presence and frequency penalties have no counterpart in
+    `generate`, so they are not offered: vLLM teachers send them as 0 (off), which is also what
+    transformers does.
+    """
+
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repetition_penalty: float
+    max_tokens: int
+
+    FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_tokens")
 
     def __post_init__(self):
-        # Checked here, before any request: a server would refuse every request alike (and vLLM
-        # names `max_tokens` in its refusal, the field it also names for a prompt that is too long).
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_tokens < 1:
-            raise BackendUnavailable(f"teacher.sampling needs temperature >= 0, 0 < top_p <= 1 and max_tokens >= 1; "
-                                     f"got {asdict(self)}")
+        # Checked here, before any request: a server would refuse every request alike.
+        numbers = {name: getattr(self, name) for name in self.FIELDS}
+        wrong_type = [f"{name}={value!r}" for name, value in numbers.items()
+                      if isinstance(value, bool) or not isinstance(value, (int, float))
+                      or (name in ("top_k", "max_tokens") and not float(value).is_integer())]
+        if wrong_type:
+            raise BackendUnavailable(f"teacher.sampling needs numbers (top_k and max_tokens whole numbers); "
+                                     f"got {', '.join(wrong_type)}")
+        if not (0 <= self.temperature <= 2 and 0 < self.top_p <= 1 and self.top_k >= 0 and 0 <= self.min_p < 1
+                and self.repetition_penalty > 0 and self.max_tokens >= 1):
+            raise BackendUnavailable("teacher.sampling needs 0 <= temperature <= 2, 0 < top_p <= 1, top_k >= 0 "
+                                     "(0: off), 0 <= min_p < 1, repetition_penalty > 0 and max_tokens >= 1; "
+                                     f"got {numbers}")
+        object.__setattr__(self, "top_k", int(self.top_k))
+        object.__setattr__(self, "max_tokens", int(self.max_tokens))
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> "Sampling":
+        """From `teacher.sampling`; a missing or unknown field is one sentence naming it."""
+        given = set(values)
+        missing, unknown = [f for f in cls.FIELDS if f not in given], sorted(given - set(cls.FIELDS))
+        if missing or unknown:
+            raise BackendUnavailable(
+                f"teacher.sampling must set exactly {list(cls.FIELDS)}"
+                + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else "")
+                + " (defaults: recipes/teacher/sampling/default.yaml)")
+        return cls(**{f: values[f] for f in cls.FIELDS})
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def vllm_fields(self) -> dict[str, Any]:
+        """Every field vLLM would otherwise fill from the checkpoint (`ModelConfig.get_diff_sampling_param`:
+        repetition, presence and frequency penalty, temperature, top_k, top_p, min_p, max_new_tokens),
+        for the OpenAI body of `vllm serve` and for `vllm.SamplingParams` alike."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "min_p": self.min_p,
+                "repetition_penalty": self.repetition_penalty, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+                "max_tokens": self.max_tokens}
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for transformers' `generate` (and `transformers serve`'s `generation_config`).
+
+        `generate` copies the checkpoint's generation config and fills every field that is unset
+        (None) from it; a keyword argument overrides it. So every field that changes which token is
+        picked is given here, the ones IRGL does not use at their neutral value: beams, typical-p,
+        epsilon/eta cut-offs, n-gram bans and suppressed tokens of a checkpoint cannot creep in.
+        """
+        sample = not self.greedy
+        return {"do_sample": sample, "max_new_tokens": self.max_tokens, "min_new_tokens": 0,
+                # Greedy: the warpers are not applied (as in vLLM at temperature 0); neutral values keep
+                # transformers from warning about sampling fields set with do_sample=False.
+                "temperature": self.temperature if sample else 1.0, "top_p": self.top_p if sample else 1.0,
+                "top_k": self.top_k if sample else 0, "min_p": self.min_p if sample and self.min_p > 0 else None,
+                "repetition_penalty": self.repetition_penalty,
+                "num_beams": 1, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+                "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0, "bad_words_ids": None,
+                "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None,
+                "forced_bos_token_id": None, "forced_eos_token_id": None,
+                "exponential_decay_length_penalty": None, "renormalize_logits": False}
+
+    def refuse_overrides(self, extra: Mapping[str, Any], knob: str) -> None:
+        """A backend's free-form extras (`extra_body`, `sampling_extra`) may not set a sampling field
+        behind `teacher.sampling`'s back: it would change the text without changing the identity's
+        meaning of that field. One sentence at start-up."""
+        clash = sorted(set(extra) & (set(self.vllm_fields()) | {"max_completion_tokens", "seed", "n"}))
+        if clash:
+            raise BackendUnavailable(f"{knob} sets {clash}: set sampling fields in teacher.sampling "
+                                     f"({', '.join(self.FIELDS)}); the seed is per sample and one answer is asked")
 
 
 @dataclass
@@ -191,17 +223,11 @@ class Completion:
 
 
 class ChatTeacher(Teacher):
-    """A teacher that answers both thinking requests with one chat built from a template."""
+    """A teacher that answers every request with one chat rendered from the request's template."""
 
-    def __init__(self, *, templates: Mapping[str, str], sampling: Mapping[str, Any], max_pixels: int,
-                 min_pixels: int, pixel_multiple: int):
-        self.sampling = Sampling(**sampling)
+    def __init__(self, *, sampling: Mapping[str, Any], max_pixels: int, min_pixels: int, pixel_multiple: int):
+        self.sampling = Sampling.from_config(sampling)
         self.budget = ImageBudget(max_pixels=int(max_pixels), min_pixels=int(min_pixels), multiple=int(pixel_multiple))
-        self.initial_template = load_template(templates["initial_thinking"], placeholders={"prompt"},
-                                              images={"image"})
-        self.improving_template = load_template(templates["improving_thinking"],
-                                                placeholders={"prompt", "initial_thinking"},
-                                                images={"initial_image", "hq_image"})
         # Accounting over the run (`summary()`), printed when the backend closes.
         self.calls = 0
         self.prompt_tokens = 0
@@ -235,28 +261,16 @@ class ChatTeacher(Teacher):
     def identity(self) -> dict[str, Any]:
         model, revision = self.model_identity()
         return {"id": model, "revision": revision, "settings": {
-            "sampling": asdict(self.sampling), "pixels": asdict(self.budget),
-            "templates": {"initial_thinking": self.initial_template.tag,
-                          "improving_thinking": self.improving_template.tag},
-            **self.backend_settings()}}
+            "sampling": asdict(self.sampling), "pixels": asdict(self.budget), **self.backend_settings()}}
 
-    async def initial_thinking(self, request: InitialThinkingRequest) -> TeacherOutput | Reject:
-        return await self._ask("initial_thinking", self.initial_template, {"prompt": request.prompt},
-                               {"image": request.image}, request.seed)
-
-    async def improving_thinking(self, request: ImprovingThinkingRequest) -> TeacherOutput | Reject:
-        return await self._ask("improving_thinking", self.improving_template,
-                               {"prompt": request.prompt, "initial_thinking": request.initial_thinking},
-                               {"initial_image": request.initial_image, "hq_image": request.hq_image},
-                               request.seed)
-
-    async def _ask(self, stage: str, template: Template, values: dict[str, str], images: dict[str, ImageInput],
-                   seed: int) -> TeacherOutput | Reject:
+    async def chat(self, request: ChatRequest) -> TeacherOutput | Reject:
         self._first_call = self._first_call or time.perf_counter()
         # Each image is prepared (resized, encoded) once per request, however often the request is retried.
-        prepared = {name: await self.prepare_image(image) for name, image in images.items()}
-        parts = [(kind, prepared[value] if kind == "image" else value) for kind, value in template.render(values)]
-        result = await self.complete(template.system, parts, seed, stage)
+        prepared = {name: await self.prepare_image(image) for name, image in request.images.items()}
+        parts = [(kind, prepared[value] if kind == "image" else value)
+                 for kind, value in request.template.render(request.values)]
+        # The template's name labels the request (vLLM request ids, a reject's stage until the stage stamps its own).
+        result = await self.complete(request.template.system, parts, request.seed, request.template.name)
         self._last_done = time.perf_counter()
         self.calls += 1
         if isinstance(result, Reject):
@@ -265,7 +279,7 @@ class ChatTeacher(Teacher):
         self.completion_tokens += result.completion_tokens or 0
         # Only what determines the text: two runs against the same deterministic server must write
         # the same bytes, so latency, attempts and tokens stay in `summary()`.
-        lineage = {"template": template.tag, "finish_reason": result.finish_reason, **result.notes}
+        lineage = {"finish_reason": result.finish_reason, **result.notes}
         return TeacherOutput(text=TeacherText(result.text, result.finish_reason), lineage=lineage)
 
     def summary(self) -> dict[str, Any]:

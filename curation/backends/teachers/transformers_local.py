@@ -3,9 +3,11 @@
     python -m curation.run recipe=improving_full teacher=transformers teacher.model_dir=/models/Qwen2.5-VL-3B-Instruct
 
 For small runs and for tests (throughput is vLLM's job). The processor's chat template builds the
-prompt from the same templates and pixel budget as the other teachers; requests run one at a time
-on one worker thread (a model is not safe to call from two threads), each with `torch.manual_seed`
-of its sample seed so sampled text is reproducible. `check()` loads the weights, so a wrong folder
+prompt from the same templates and pixel budget as the other teachers; `generate` gets every sampling
+field of `teacher.sampling` (`Sampling.generate_kwargs`: do_sample, temperature, top_p, top_k, min_p,
+repetition_penalty, the rest neutral), so the checkpoint's generation config decides none. Requests
+run one at a time on one worker thread (a model is not safe to call from two threads), each with
+`torch.manual_seed` of its sample seed so sampled text is reproducible. `check()` loads the weights, so a wrong folder
 or a missing package is reported before any work.
 """
 
@@ -25,9 +27,8 @@ from curation.core.records import Reject
 class TransformersTeacher(ChatTeacher):
     def __init__(self, model_dir: str, *, model_id: str | None = None, revision: str | None = None,
                  device: str = "auto", dtype: str = "auto", concurrency: int = 1,
-                 sampling: Mapping[str, Any], max_pixels: int, min_pixels: int, pixel_multiple: int,
-                 templates: Mapping[str, str]):
-        super().__init__(templates=templates, sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
+                 sampling: Mapping[str, Any], max_pixels: int, min_pixels: int, pixel_multiple: int):
+        super().__init__(sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
                          pixel_multiple=pixel_multiple)
         if not model_dir:
             raise BackendUnavailable("teacher=transformers needs teacher.model_dir, a local folder with a model "
@@ -117,11 +118,11 @@ class TransformersTeacher(ChatTeacher):
         inputs = self._processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                      return_dict=True, return_tensors="pt").to(self._device)
         s = self.sampling
-        sample = s.temperature > 0
         torch.manual_seed(seed)  # one request at a time on this thread: the seed alone decides the sample
         with torch.inference_mode():
-            out = self._model.generate(**inputs, max_new_tokens=s.max_tokens, do_sample=sample,
-                                       **({"temperature": s.temperature, "top_p": s.top_p} if sample else {}))
+            # Every field that picks tokens, so the checkpoint's generation_config.json fills none of them
+            # (Qwen2.5-VL's top_k 1 would make "sampling" greedy); the same meanings as vLLM's.
+            out = self._model.generate(**inputs, **s.generate_kwargs())
         prompt_len = inputs["input_ids"].shape[-1]
         new = out[0, prompt_len:].tolist()
         # Generation stops at EOS or at max_new_tokens; a last token that is not EOS means the limit cut it.

@@ -24,13 +24,20 @@ final output (`RequestOutputKind.FINAL_ONLY`), and structured output, when confi
 Failures, one behaviour per class (docs/teacher.md):
 - `EngineDeadError` (the engine core died: a CUDA error, a crashed worker): `BackendFailed`, the run
   stops; nothing is stored for the request, and the same command resumes once the cause is fixed.
-- a request the engine refuses for what it holds (`VLLMValidationError`, a `ValueError` before
-  vLLM 0.13: a prompt longer than `max_model_len`, an image over the encoder cache): a kept
-  `request_refused` reject of that sample alone, quoting the engine.
+- a request the engine refuses (`vllm.exceptions.VLLMValidationError`, vLLM >= 0.13; since then
+  it is a `VLLMClientError`, not a `ValueError`, and `generate` re-raises it as it is): judged as
+  the server teacher judges an unexplained 400 (`refusals.RefusalJudge`): once a request of this
+  run has been answered it is the sample's kept reject, and when every request in flight has been
+  refused with none answered (a context too small for any prompt, a structured-output regex the
+  engine cannot compile) the run stops. The reason is measured: the prompt's tokens by the model's
+  processor (images expanded) against the engine's `max_model_len` — over it `request_too_long`,
+  else `request_refused`, quoting the engine. Any other `VLLMClientError` (a LoRA that is not
+  there) stops the run.
 - `EngineGenerateError` (vLLM's "unexpected error in generate, recoverable"): a transient
   `engine_error` reject, tried again by the next run.
-Sampling settings are turned into `SamplingParams` once in `check()`, so a bad value stops the
-run before any work rather than refusing every request.
+Sampling settings are turned into `SamplingParams` once in `check()` — every field of
+`teacher.sampling` set, so the checkpoint's generation config fills none — and a bad value or an
+unknown `sampling_extra` field is one sentence before any work rather than a refusal of every request.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from typing import Any, Mapping
 
 from curation.backends.base import BackendFailed, BackendUnavailable
 from curation.backends.teachers.prompting import ChatTeacher, Completion, Sampling
+from curation.backends.teachers.refusals import RefusalJudge
 from curation.core.records import Reject
 
 MISSING_VLLM = ("teacher=vllm needs the vllm package, which is not installed here: on a CUDA machine run "
@@ -58,7 +66,8 @@ class VllmApi:
     FINAL_ONLY: Any  # RequestOutputKind.FINAL_ONLY
     engine_dead: type[BaseException]  # EngineDeadError
     generate_failed: type[BaseException]  # EngineGenerateError
-    refused: tuple[type[BaseException], ...]  # what vLLM raises for a request it will not take
+    invalid: type[BaseException]  # VLLMValidationError: a request (or sampling value) vLLM will not take
+    client_error: type[BaseException]  # VLLMClientError, its base: every error vLLM blames on the caller
     version: str
 
 
@@ -73,21 +82,16 @@ def import_vllm() -> VllmApi:
     except ImportError as exc:
         raise BackendUnavailable(f"{MISSING_VLLM} ({exc})") from None
     version = getattr(vllm, "__version__", "?")
-    try:  # the API this backend speaks: structured outputs arrived in 0.12, with the guided_* removal
+    try:  # the API this backend speaks: structured outputs (0.12) and typed request errors (0.13)
+        from vllm.exceptions import VLLMClientError, VLLMValidationError
         from vllm.sampling_params import StructuredOutputsParams
     except ImportError:
-        raise BackendUnavailable(f"teacher=vllm needs vLLM >= 0.12, found {version}: "
+        raise BackendUnavailable(f"teacher=vllm needs vLLM >= 0.13, found {version}: "
                                  "pip install -U 'irgl-curation[vllm]'") from None
-    refused: set[type[BaseException]] = {ValueError}  # request validation before vLLM 0.13
-    try:
-        from vllm import exceptions  # 0.13+: VLLMClientError, the base of every "bad request" error
-    except ImportError:
-        exceptions = None
-    refused.add(getattr(exceptions, "VLLMClientError", None) or getattr(exceptions, "VLLMValidationError", ValueError))
     return VllmApi(AsyncLLM=AsyncLLM, AsyncEngineArgs=AsyncEngineArgs, SamplingParams=SamplingParams,
                    StructuredOutputsParams=StructuredOutputsParams, FINAL_ONLY=RequestOutputKind.FINAL_ONLY,
-                   engine_dead=EngineDeadError, generate_failed=EngineGenerateError, refused=tuple(refused),
-                   version=version)
+                   engine_dead=EngineDeadError, generate_failed=EngineGenerateError, invalid=VLLMValidationError,
+                   client_error=VLLMClientError, version=version)
 
 
 def load_processor(model: str, revision: str | None) -> Any:
@@ -112,9 +116,9 @@ def build_conversation(system: str, parts: list[tuple[str, Any]]) -> tuple[list[
 
 
 def sampling_kwargs(sampling: Sampling, seed: int, extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for `vllm.SamplingParams` (structured outputs and output kind are added by the caller)."""
-    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
-            "seed": seed, **extra}
+    """Keyword arguments for `vllm.SamplingParams` (structured outputs and output kind are added by the caller):
+    every field of `teacher.sampling`, as the server teacher sends them (`Sampling.vllm_fields`)."""
+    return {**sampling.vllm_fields(), "seed": seed, **extra}
 
 
 def parse_output(output: Any) -> Completion:
@@ -128,8 +132,8 @@ class VllmTeacher(ChatTeacher):
     def __init__(self, model: str, *, revision: str | None = None, engine: Mapping[str, Any] | None = None,
                  concurrency: int = 256, sampling: Mapping[str, Any],
                  sampling_extra: Mapping[str, Any] | None = None, structured_outputs: Mapping[str, Any] | None = None,
-                 max_pixels: int, min_pixels: int, pixel_multiple: int, templates: Mapping[str, str]):
-        super().__init__(templates=templates, sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
+                 max_pixels: int, min_pixels: int, pixel_multiple: int):
+        super().__init__(sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
                          pixel_multiple=pixel_multiple)
         self.vllm = import_vllm()  # only now: building this backend is what needs vLLM
         self.model = model
@@ -137,10 +141,12 @@ class VllmTeacher(ChatTeacher):
         self.engine_args = dict(engine or {})
         self.concurrency = int(concurrency)
         self.sampling_extra = dict(sampling_extra or {})
+        self.sampling.refuse_overrides(self.sampling_extra, "teacher.sampling_extra")
         self.structured_outputs = dict(structured_outputs) if structured_outputs else None
         self._engine = None
         self._processor = None
         self._request_ids = itertools.count()
+        self.refusals = RefusalJudge()  # whose fault a refusal is: what else of the run was answered
 
     def model_identity(self) -> tuple[str, str]:
         return self.model, self.revision or "unpinned"
@@ -156,8 +162,12 @@ class VllmTeacher(ChatTeacher):
     def check(self) -> None:
         try:
             self.params(seed=0)  # a bad sampling value fails here, once, not on every request
-        except (TypeError, ValueError) as exc:
-            raise BackendUnavailable(f"teacher=vllm: vLLM refuses the sampling settings: {exc}") from None
+        except (TypeError, ValueError, self.vllm.client_error) as exc:
+            # TypeError: a sampling_extra field SamplingParams does not have; ValueError or
+            # VLLMValidationError (not a ValueError since 0.13): a value it refuses.
+            raise BackendUnavailable(f"teacher=vllm: vLLM refuses the sampling settings (teacher.sampling, "
+                                     f"teacher.sampling_extra, teacher.structured_outputs): "
+                                     f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
         self._start_engine()
 
     def _start_engine(self) -> None:
@@ -190,6 +200,10 @@ class VllmTeacher(ChatTeacher):
         self._start_engine()  # normally done by check(); a failure here is a broken run, so it raises
         request_id = f"{stage}-{next(self._request_ids)}"
         prompt, params = self.prompt(system, parts), self.params(seed)  # our own errors stay errors
+        with self.refusals.request():
+            return await self._generate(prompt, params, request_id, stage)
+
+    async def _generate(self, prompt: dict[str, Any], params: Any, request_id: str, stage: str) -> Completion | Reject:
         final = None
         try:
             async for output in self._engine.generate(prompt, params, request_id):
@@ -198,14 +212,48 @@ class VllmTeacher(ChatTeacher):
             raise BackendFailed(f"the vLLM engine running {self.model} died ({type(exc).__name__}: {exc}): the run "
                                 "stops; finished results are kept, and the same command resumes once the cause "
                                 "(GPU memory, driver, a crashed worker) is fixed") from exc
-        except self.vllm.refused as exc:  # this request's prompt or images: its sample alone
-            return Reject(stage, "request_refused", f"vLLM refused the request: {type(exc).__name__}: {exc}")
+        except self.vllm.invalid as exc:  # this request's prompt or images, or every request alike: judged
+            return await self._judge(exc, prompt, stage)
+        except self.vllm.client_error as exc:  # refused for what the run asks (a LoRA that is not there)
+            raise BackendFailed(f"vLLM refused a request of {self.model}: {type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())}; every request would be refused alike, so the run "
+                                "stops: fix the setting and run the same command again") from exc
         except self.vllm.generate_failed as exc:
             cause = exc.__cause__ or exc
             return Reject(stage, "engine_error", f"{type(cause).__name__}: {cause}", transient=True)
         if final is None or not final.outputs:
             return Reject(stage, "engine_error", "the engine ended the request without an answer", transient=True)
+        self.refusals.answer()
         return parse_output(final)
+
+    async def _judge(self, exc: BaseException, prompt: dict[str, Any], stage: str) -> Reject:
+        """This sample's reject, or the run stops (see the module docstring); measured, never read from the message."""
+        detail = f"vLLM refused the request: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        size, limit = self.measure_prompt(prompt), self.context_length()
+        measured = f"; the prompt is {size} tokens, max_model_len {limit}" if size is not None and limit else ""
+        if not await self.refusals.samples_own():
+            raise BackendFailed(f"{detail}{measured}; every request of this run so far was refused and none answered, "
+                                "so the engine would refuse them all: the run stops (nothing was stored); raise "
+                                "teacher.engine.max_model_len, lower teacher.max_pixels, or fix the setting, and run "
+                                "the same command again") from exc
+        if size is not None and limit is not None and size >= limit:
+            return Reject(stage, "request_too_long", detail + measured)
+        return Reject(stage, "request_refused", detail + measured)
+
+    def measure_prompt(self, prompt: dict[str, Any]) -> int | None:
+        """The prompt's length in tokens as the engine counts it: the processor expands each image to its tokens."""
+        try:
+            images = prompt.get("multi_modal_data", {}).get("image") or None
+            encoded = self._processor(text=[prompt["prompt"]], images=images, return_tensors="np")
+        except Exception:  # noqa: BLE001 — an image the processor cannot take: unmeasured, judged on the rest
+            return None
+        return int(encoded["input_ids"].shape[-1])
+
+    def context_length(self) -> int | None:
+        """The engine's context length (what it decided, else what the config asked for)."""
+        limit = getattr(getattr(self._engine, "model_config", None), "max_model_len", None)
+        limit = limit if isinstance(limit, int) else self.engine_args.get("max_model_len")
+        return int(limit) if limit is not None else None
 
     async def aclose(self) -> None:
         if self._engine is not None:

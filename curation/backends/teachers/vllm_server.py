@@ -4,12 +4,15 @@
     python -m curation.run recipe=improving_full teacher=vllm_server \\
         teacher.base_url=http://host:8000/v1 teacher.model=Qwen/Qwen2.5-VL-7B-Instruct
 
-Each thinking is one `POST /chat/completions` with the images as data URIs, the sampling knobs and
-the per-sample seed. An image already within the pixel budget (on the grid, plain RGB, PNG/JPEG/WebP)
+Each thinking is one `POST /chat/completions` with the images as data URIs, every sampling field
+(`teacher.sampling`, none left for the server to fill from the checkpoint's generation config) and
+the per-sample seed. `api` says how a server takes the fields OpenAI's API lacks: `vllm` (top-level
+`top_k`, `min_p`, `repetition_penalty`, as `vllm serve` does) or `transformers` (`transformers
+serve`, which refuses unknown fields: one `generation_config` JSON, as `generate` takes it). An image already within the pixel budget (on the grid, plain RGB, PNG/JPEG/WebP)
 goes as stored, bytes unchanged; any other is resized to the budget and JPEG-encoded. Each image
 is prepared once per process, by content hash: the high-quality image goes to both teacher stages,
 and every resample sends its images again. `extra_body` adds server-specific fields (vLLM:
-`top_k`, `repetition_penalty`, `structured_outputs`, ...). All HTTP — pooling,
+`structured_outputs`, ...; not the sampling fields, which have their own knobs). All HTTP — pooling,
 time-outs, retries, the API key, failure classes — goes through `curation.backends.http`: a request
 that still fails after its last attempt becomes a transient `Reject` (the next run tries it again),
 one the server refuses for its sample (too long for the context) a kept `request_too_long` reject,
@@ -22,15 +25,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import json
 from collections import OrderedDict
 from typing import Any, Mapping
 
 from PIL import Image
 
 from curation.backends.base import BackendUnavailable, ImageInput
+from curation.backends.teachers.refusals import RefusalJudge
 from curation.backends.teachers.prompting import (INLINE_MAX_PIXELS, ChatTeacher, Completion, ImageBudget,
                                                   ImageEncoding, encode_image, fit_image, fitted_size)
-from curation.backends.http import ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed, served_models
+from curation.backends.http import (AmbiguousRefusal, ApiKeyMissing, DataURI, HttpClient, HttpSettings, RequestFailed,
+                                    ServerRefused, model_cards)
 from curation.core.records import Reject
 
 
@@ -39,9 +45,9 @@ class VllmServerTeacher(ChatTeacher):
                  concurrency: int = 64, http: Mapping[str, Any], check_timeout_s: float = 15.0,
                  sampling: Mapping[str, Any], max_pixels: int, min_pixels: int, pixel_multiple: int,
                  image_format: str = "jpeg", jpeg_quality: int = 90, keep_stored_images: bool = True,
-                 image_cache_mb: float = 128, templates: Mapping[str, str],
+                 image_cache_mb: float = 128, api: str = "vllm",
                  extra_body: Mapping[str, Any] | None = None):
-        super().__init__(templates=templates, sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
+        super().__init__(sampling=sampling, max_pixels=max_pixels, min_pixels=min_pixels,
                          pixel_multiple=pixel_multiple)
         self.encoding = ImageEncoding(format=image_format, jpeg_quality=int(jpeg_quality),
                                       keep_stored=bool(keep_stored_images))
@@ -55,6 +61,13 @@ class VllmServerTeacher(ChatTeacher):
         self.concurrency = int(concurrency)
         self.check_timeout_s = float(check_timeout_s)
         self.extra_body = dict(extra_body or {})
+        self.sampling.refuse_overrides(self.extra_body, "teacher.extra_body")
+        if api not in SAMPLING_APIS:
+            raise BackendUnavailable(f"teacher.api={api!r}: use vllm (vllm serve) or transformers (transformers serve)")
+        self.api = api
+        self.max_model_len: int | None = None  # from the server's model card, when it lists one
+        self._tokenizer_client: HttpClient | None = None  # made at the first refusal that needs measuring
+        self.refusals = RefusalJudge()
         try:
             self.http_settings = HttpSettings(base_url=self.base_url, api_key_env=api_key_env, **http)
             self.client = HttpClient(self.http_settings, max_connections=self.concurrency)
@@ -70,19 +83,29 @@ class VllmServerTeacher(ChatTeacher):
         return self.model, self.revision or "unpinned"
 
     def backend_settings(self) -> dict[str, Any]:
+        # `api` is not here: it says how the same sampling fields are spelled, not what they are.
         return {"encoding": dataclasses.asdict(self.encoding), "extra_body": self.extra_body}
 
     def check(self) -> None:
         asyncio.run(self._probe())
 
     async def _probe(self) -> None:
-        served = await served_models(self.http_settings, group="teacher", timeout_s=self.check_timeout_s,
-                                     serve_hint=f"`vllm serve {self.model}`, see docs/teacher.md")
-        if self.model not in served:
+        cards = await model_cards(self.http_settings, group="teacher", timeout_s=self.check_timeout_s,
+                                  serve_hint=f"`vllm serve {self.model}`, see docs/teacher.md")
+        if self.model not in cards:
             raise BackendUnavailable(
-                f"the server at {self.base_url} serves {served or 'no models'}, not {self.model!r}: set "
+                f"the server at {self.base_url} serves {list(cards) or 'no models'}, not {self.model!r}: set "
                 f"teacher.model to one of those, or start the server with {self.model} (vllm serve "
                 f"{self.model}, or --served-model-name {self.model})")
+        limit = cards[self.model].get("max_model_len")
+        self.max_model_len = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+        if self.max_model_len is not None and self.sampling.max_tokens >= self.max_model_len:
+            # vLLM refuses max_tokens > max_model_len for every request alike (param max_tokens), and
+            # at max_model_len no prompt would fit: a setting, so it is said before any work.
+            raise BackendUnavailable(
+                f"teacher.sampling.max_tokens={self.sampling.max_tokens} leaves no room for a prompt: the server "
+                f"at {self.base_url} serves {self.model} with max_model_len {self.max_model_len}; lower "
+                "teacher.sampling.max_tokens or start the server with a larger --max-model-len")
 
     # ------------------------------------------------------------------ one chat
 
@@ -111,16 +134,26 @@ class VllmServerTeacher(ChatTeacher):
         content = [{"type": "text", "text": value} if kind == "text" else
                    {"type": "image_url", "image_url": {"url": value[0]}} for kind, value in parts]
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
-        s = self.sampling
-        return {"model": self.model, "messages": messages, "temperature": s.temperature, "top_p": s.top_p,
-                "max_tokens": s.max_tokens, "seed": seed, **self.extra_body}
+        if self.api == "transformers":
+            # `transformers serve` builds a GenerationConfig from this JSON; the checkpoint then only
+            # fills what is None in it (generate_kwargs sets every field that picks tokens).
+            sampling = {"max_tokens": self.sampling.max_tokens,
+                        "generation_config": json.dumps(self.sampling.generate_kwargs(), sort_keys=True)}
+        else:
+            sampling = self.sampling.vllm_fields()
+        return {"model": self.model, "messages": messages, **sampling, "seed": seed, **self.extra_body}
 
     async def complete(self, system: str, parts: list[tuple[str, Any]], seed: int, stage: str) -> Completion | Reject:
         # A configuration refusal (ServerRefused) or a server gone (ServerGone) propagates: the run stops.
-        try:
-            data = await self.client.post_json("/chat/completions", self.payload(system, parts, seed))
-        except RequestFailed as exc:  # transient after the last attempt, or refused for this sample
-            return Reject(stage, exc.reason, exc.detail, transient=exc.transient)
+        payload = self.payload(system, parts, seed)
+        with self.refusals.request():
+            try:
+                data = await self.client.post_json("/chat/completions", payload)
+            except RequestFailed as exc:  # transient after the last attempt, or refused for this sample
+                return Reject(stage, exc.reason, exc.detail, transient=exc.transient)
+            except AmbiguousRefusal as exc:  # this sample, or every request alike? measured, not read
+                return await self._judge(exc, payload, stage)
+            self.refusals.answer()
         completion = parse_chat_response(data)
         if isinstance(completion, str):
             return Reject(stage, "malformed_response", completion, transient=True)
@@ -128,12 +161,58 @@ class VllmServerTeacher(ChatTeacher):
         completion.notes["image_sizes"] = [f"{w}x{h}" for w, h in sizes]  # what the model saw
         return completion
 
+    async def _judge(self, refusal: AmbiguousRefusal, payload: dict[str, Any], stage: str) -> Reject:
+        """A 400 that names no field: this sample's kept reject, or the run stops (`ServerRefused`).
+
+        Whose fault it is comes from what else happened (`refusals.RefusalJudge`): once a request
+        of this run has been answered, it is this sample's; if every request in flight is refused
+        and none answered, it is the setting's, and the run stops. The reason comes from a
+        measurement: vLLM's `POST /tokenize` takes the same messages and answers `count` (images
+        counted) and `max_model_len`; a prompt that leaves no room for one answer token is
+        `request_too_long`, any other refusal `request_refused`, quoting the server.
+        """
+        size = await self._measure(payload)
+        measured = f"; the prompt is {size[0]} tokens, the server's max_model_len {size[1]}" if size else ""
+        detail = f"POST /chat/completions: {refusal.error.describe()} (not retried){measured}"
+        if not await self.refusals.samples_own():
+            raise ServerRefused(f"the server at {self.base_url} refused every request of this run so far and answered "
+                                f"none ({refusal.error.describe()}{measured}), so it would refuse them all: raise the "
+                                "server's --max-model-len, lower teacher.max_pixels, or fix the setting it names; "
+                                "nothing was stored, and the same command runs again", refusal.error) from None
+        self.client.accounting.refused += 1
+        if size is not None and size[0] >= size[1]:
+            return Reject(stage, "request_too_long", detail)
+        return Reject(stage, "request_refused", detail)
+
+    async def _measure(self, payload: dict[str, Any]) -> tuple[int, int] | None:
+        """`(prompt tokens, max_model_len)` from the server's `/tokenize` (vLLM: at the root, beside /v1),
+        or None where the server has no such endpoint or does not answer it."""
+        if self._tokenizer_client is None:
+            root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+            self._tokenizer_client = HttpClient(dataclasses.replace(self.http_settings, base_url=root, max_attempts=1,
+                                                                    probe_path=None, give_up_after=None),
+                                                max_connections=2)
+        try:
+            answer = await self._tokenizer_client.post_json("/tokenize", {"model": self.model,
+                                                                          "messages": payload["messages"]})
+        except (RequestFailed, ServerRefused):
+            return None
+        count, limit = answer.get("count"), answer.get("max_model_len", self.max_model_len)
+        if isinstance(count, int) and isinstance(limit, int):
+            return count, limit
+        return None
+
     def backend_summary(self) -> dict[str, Any]:
         return self.client.accounting.as_dict()
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self._tokenizer_client is not None:
+            await self._tokenizer_client.aclose()
 
+
+# How a server takes the sampling fields OpenAI's API has no name for (see the module docstring).
+SAMPLING_APIS = ("vllm", "transformers")
 
 # What OpenAI-compatible vision servers decode (vLLM opens images with Pillow).
 SERVER_FORMATS = frozenset({"png", "jpeg", "webp"})

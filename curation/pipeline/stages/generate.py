@@ -14,5 +14,5 @@ async def generate_and_store(prompt: str, ctx: StageContext):
     result = await backend.generate(request)
     if isinstance(result, Reject):
         return result
-    ref = await ctx.save_image(result.image, **ctx.settings.get("encode", {}))
+    ref = await ctx.save_image(result.image, **ctx.settings["encode"])
     return ref, result

@@ -16,6 +16,9 @@ class HqImageQuality(Stage):
     needs = ("hq_image_scores",)
     makes = ("hq_image_quality",)
     role = None
+    optional = True  # runs when a scorer is configured (scorer=...)
+    check = True
+    defaults = {"enabled": True, "min_alignment": None, "min_aesthetic": None, "max_unsafe": None}
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
         scores = inputs["hq_image_scores"]

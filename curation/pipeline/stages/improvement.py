@@ -16,6 +16,9 @@ class Improvement(Stage):
     needs = ("hq_image_quality", "initial_image_quality")
     makes = ("alignment_gain",)
     role = None
+    optional = True  # runs when a scorer is configured (scorer=...)
+    check = True
+    defaults = {"enabled": True, "min_margin": None}
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
         margin = ctx.settings.get("min_margin")

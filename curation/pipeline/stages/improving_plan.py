@@ -5,7 +5,8 @@ thinking". With `improving_initial_thinking=base_model` (and a generator that wr
 `generator=bagel generator.think=true`) the improving modes take the plan the base model wrote
 before drawing its initial image — the plan that image actually followed. The initial and
 understanding modes always keep the teacher's thinking: theirs must agree with the high-quality
-image. Exactly one of the two stages below is in a plan (`plan.build_plan` picks it).
+image. Exactly one of the two stages below is in a plan (`plan.build_plan` picks it by
+`improving_initial_thinking`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class BasePlanForImproving(Stage):
     needs = ("base_thinking",)
     makes = ("improving_initial_thinking",)
     role = None
+    defaults = {"limits": {"min_chars": 80, "max_chars": 8000}}
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
         text = inputs["base_thinking"]
@@ -43,7 +45,7 @@ class BasePlanForImproving(Stage):
                                "mode (generator=bagel generator.think=true) or improving_initial_thinking=teacher")
         if "<think>" not in text and "</think>" not in text:
             text = f"<think>\n{text.strip()}\n</think>"  # BAGEL may return the plan without its tags
-        problem = check_initial_thinking(text, ctx.settings.get("limits", {}))
+        problem = check_initial_thinking(text, ctx.settings["limits"])
         if problem is not None:
             return self.reject(problem.reason, problem.detail)
         return StageOutput(fields={"improving_initial_thinking": text}, lineage={"from": "base_model"})

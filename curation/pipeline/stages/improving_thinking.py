@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from curation.backends.base import ImprovingThinkingRequest
 from curation.core.records import Reject, StageOutput
-from curation.pipeline.stages.base import Stage, StageContext
-from curation.pipeline.stages.thinking_loop import ask_until_valid
 from curation.core.thinking_checks import check_improving_thinking
+from curation.pipeline.stages.base import ChatStage, StageContext
+from curation.pipeline.stages.thinking_loop import ask_until_valid
 
 
-class ImprovingThinking(Stage):
+class ImprovingThinking(ChatStage):
     name = "improving_thinking"
     needs = ("prompt", "improving_initial_thinking", "initial_image", "hq_image")
     makes = ("improving_thinking",)
-    role = "teacher"
+    template = "teacher_improving_thinking"
+    images = ("initial_image", "hq_image")  # the hq image is seen by the teacher, never to be mentioned
+    defaults = {"validation_attempts": 3, "limits": {"min_chars": 200, "max_chars": 12000}}
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
-        initial = await ctx.load_image_input(inputs["initial_image"])
-        hq = await ctx.load_image_input(inputs["hq_image"])
-
-        def ask(seed: int):
-            request = ImprovingThinkingRequest(inputs["prompt"], inputs["improving_initial_thinking"], initial, hq, seed)
-            return ctx.backend.improving_thinking(request)
-
-        return await ask_until_valid(self.name, "improving_thinking", ctx, ask, check_improving_thinking)
+        return await ask_until_valid(self, inputs, ctx, "improving_thinking", check_improving_thinking)

@@ -12,6 +12,7 @@ class InitialImage(Stage):
     needs = ("prompt",)
     makes = ("initial_image", "base_thinking")
     role = "generator"
+    defaults = {"encode": {"fmt": "png", "png_compress_level": 6}}
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
         result = await generate_and_store(inputs["prompt"], ctx)

@@ -17,6 +17,9 @@ class InitialImageQuality(Stage):
     needs = ("initial_image_scores",)
     makes = ("initial_image_quality",)
     role = None
+    optional = True  # runs when a scorer is configured (scorer=...)
+    check = True
+    defaults = {"enabled": True, "min_alignment": None, "min_aesthetic": None, "max_unsafe": None}
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
         scores = inputs["initial_image_scores"]

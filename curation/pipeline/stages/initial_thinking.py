@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from curation.backends.base import InitialThinkingRequest
 from curation.core.records import Reject, StageOutput
-from curation.pipeline.stages.base import Stage, StageContext
-from curation.pipeline.stages.thinking_loop import ask_until_valid
 from curation.core.thinking_checks import check_initial_thinking
+from curation.pipeline.stages.base import ChatStage, StageContext
+from curation.pipeline.stages.thinking_loop import ask_until_valid
 
 
-class InitialThinking(Stage):
+class InitialThinking(ChatStage):
     name = "initial_thinking"
     needs = ("prompt", "hq_image")
     makes = ("initial_thinking",)
-    role = "teacher"
+    template = "teacher_initial_thinking"
+    images = ("hq_image",)
+    defaults = {"validation_attempts": 3, "limits": {"min_chars": 80, "max_chars": 8000}}
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
-        image = await ctx.load_image_input(inputs["hq_image"])
-
-        def ask(seed: int):
-            return ctx.backend.initial_thinking(InitialThinkingRequest(inputs["prompt"], image, seed))
-
-        return await ask_until_valid(self.name, "initial_thinking", ctx, ask, check_initial_thinking)
+        return await ask_until_valid(self, inputs, ctx, "initial_thinking", check_initial_thinking)

@@ -16,6 +16,7 @@ class ReferenceImage(Stage):
     needs = ("prompt",)
     makes = ("hq_image",)
     role = "reference"
+    defaults = {"encode": {"fmt": "png", "png_compress_level": 6}}
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
         result = await generate_and_store(inputs["prompt"], ctx)

@@ -11,6 +11,9 @@ class Score(Stage):
     needs = ("prompt", "initial_image", "hq_image")
     makes = ("initial_score", "improved_score")
     role = "checker"
+    optional = True  # runs when a checker is configured (checker=...)
+    report_only = True
+    defaults = {"enabled": True}
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
         scores = {}

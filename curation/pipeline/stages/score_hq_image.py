@@ -12,6 +12,8 @@ class ScoreHqImage(Stage):
     needs = ("prompt", "hq_image")
     makes = ("hq_image_scores", "hq_image_embedding")  # the embedding is for the semantic dedup
     role = "scorer"
+    optional = True  # runs when a scorer is configured (scorer=...)
+    defaults = {"enabled": True}
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
         return await score_image(self.name, inputs["prompt"], inputs["hq_image"], ctx, "hq_image_scores",

@@ -12,6 +12,8 @@ class ScoreInitialImage(Stage):
     needs = ("prompt", "initial_image")
     makes = ("initial_image_scores",)
     role = "scorer"
+    optional = True  # runs when a scorer is configured (scorer=...)
+    defaults = {"enabled": True}
 
     async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
         return await score_image(self.name, inputs["prompt"], inputs["initial_image"], ctx, "initial_image_scores")
