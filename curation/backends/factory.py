@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+import sys
+from typing import Mapping
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from curation.backends.base import Backend, BackendUnavailable
+from curation.backends.memory_plan import plan_for, vllm_role
 
 
 def build_backend(role: str, node: DictConfig) -> Backend:
@@ -35,12 +37,25 @@ def configured_roles(cfg: DictConfig) -> set[str]:
     return {str(role) for role in cfg if selected(cfg.get(role))}
 
 
-def build_backends(cfg: DictConfig, roles: Mapping[str, str | None]) -> dict[str, Backend]:
+def build_backends(cfg: DictConfig, roles: Mapping[str, str | None],
+                   gpu_total_gb: float | None = None) -> dict[str, Backend]:
     """One backend per role the plan calls, from the config group of that name.
 
     `roles` maps each role to a fallback: a role whose group selects no backend shares the backend
     of its fallback role (a judge asks the teacher unless `+teacher@judge=...` selects another):
-    the same object, so one model is loaded once and its concurrency limit is shared."""
+    the same object, so one model is loaded once and its concurrency limit is shared.
+
+    First, before any is built (so before any model loads), the GPU memory plan when several
+    in-process models share the GPU (curation/backends/memory_plan.py): it refuses a combination
+    that cannot fit, with one sentence, and sets vLLM's share of the GPU in `cfg` (so the manifest
+    records the share used). Only roles that select their own backend hold a model; a fallback
+    shares one. `gpu_total_gb` stands in for the device's memory in tests."""
+    plan = plan_for(cfg, [r for r in roles if selected(cfg.get(r))], cfg.get("gpu_memory") or {}, gpu_total_gb)
+    if plan is not None:
+        role = vllm_role(plan)
+        if role is not None:
+            cfg[role].engine.gpu_memory_utilization = plan.vllm_share
+        print(plan.describe(), file=sys.stderr)
     backends: dict[str, Backend] = {}
 
     def build(role: str, fallback: str | None) -> Backend:

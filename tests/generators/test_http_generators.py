@@ -12,6 +12,7 @@ import io
 import json
 import socket
 
+import aiohttp
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -45,8 +46,10 @@ def guidance(**changes) -> dict:
 
 
 def bagel(api_root: str, **kw) -> BagelOmniGenerator:
+    node = load_config("config", ["generator=bagel_omni"]).generator
     return BagelOmniGenerator(base_url=api_root, model=kw.pop("model", BAGEL), width=96, height=96,
                               guidance=kw.pop("guidance", guidance(num_timesteps=7)),
+                              thinker_sampling=kw.pop("thinker_sampling", dict(node.thinker_sampling)),
                               http=kw.pop("http", FAST_HTTP), **kw)
 
 
@@ -91,9 +94,59 @@ def test_bagel_omni_sends_the_documented_chat_request(omni):
         "cfg_text_scale": 4.0, "cfg_img_scale": 1.0, "cfg_interval": [0.4, 1.0], "cfg_renorm_type": "global",
         "cfg_renorm_min": 0.0, "timestep_shift": 3.0}
     assert "negative_prompt" not in sent
+    # The seed, steps and guidance also go in the DiT's own entry of the per-stage list (vLLM-Omni 0.30).
+    thinker, dit = sent["sampling_params_list"]
+    assert thinker == {"temperature": 0.4, "top_p": 0.9, "top_k": 1, "max_tokens": 2048, "detokenize": True,
+                       "repetition_penalty": 1.05, "seed": 1234}
+    assert dit == {"seed": 1234, "num_inference_steps": 7, "extra_args": {
+        "cfg_text_scale": 4.0, "cfg_img_scale": 1.0, "cfg_interval": [0.4, 1.0], "cfg_renorm_type": "global",
+        "cfg_renorm_min": 0.0, "timestep_shift": 3.0}}
     with Image.open(io.BytesIO(result.image)) as img:  # the server's bytes, kept as they are
         assert (img.format, img.size) == ("PNG", (96, 96))
-    assert result.lineage == {"seed": 1234}  # attempts and latency are accounting (summary), not lineage
+    # What was sent for the seed; attempts and latency are accounting (summary), not lineage.
+    assert result.lineage == {"seed": 1234, "stage_seeds": [1234, 1234]}
+
+
+def chat_image(omni, body: dict) -> bytes:
+    """One raw chat request to the fake; the image bytes it answers with."""
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{omni.url}/v1/chat/completions", json=body) as response:
+                assert response.status == 200, await response.text()
+                answer = await response.json()
+        url = answer["choices"][0]["message"]["content"][0]["image_url"]["url"]
+        return base64.b64decode(url.partition(",")[2])
+
+    return asyncio.run(go())
+
+
+def test_the_seed_reaches_the_stage_that_draws(omni):
+    """vLLM-Omni 0.30 serves BAGEL as thinker + DiT; a top-level seed reaches only the thinker."""
+    backend = bagel(f"{omni.url}/v1")
+    before = len(omni.dit_requests)
+    first, again, other = (generate(bagel(f"{omni.url}/v1"), seed=s) for s in (101, 101, 202))
+    assert first.image == again.image  # same seed, same bytes
+    assert first.image != other.image  # one prompt, two seeds: two images
+    dit = omni.dit_requests[before:]
+    assert [d["seed"] for d in dit] == [101, 101, 202]  # each DiT request carries its sample's own seed
+    expected = backend.guidance_fields()
+    steps = expected.pop("num_inference_steps")
+    assert all(d["num_inference_steps"] == steps and d["extra_args"] == expected for d in dit)
+    # The request before this fix (seed and guidance top-level only): the DiT kept its deploy seed 52.
+    old = {k: v for k, v in backend.payload(GenerateRequest(PROMPT, 101, 96, 96)).items()
+           if k != "sampling_params_list"}
+    before = len(omni.dit_requests)
+    assert chat_image(omni, old) == chat_image(omni, {**old, "seed": 202})
+    assert [d["seed"] for d in omni.dit_requests[before:]] == [52, 52]
+    assert omni.dit_requests[-1]["extra_args"] == expected  # the guidance did reach it, from the top level
+
+
+def test_a_guidance_key_given_twice_is_the_servers_400(omni):
+    body = bagel(f"{omni.url}/v1").payload(GenerateRequest(PROMPT, 1, 96, 96))
+    with pytest.raises(AssertionError, match="400"):
+        chat_image(omni, {**body, "extra_args": {"cfg_text_scale": 2.0}})  # also at the top level
+    with pytest.raises(BackendUnavailable, match="thinker_sampling.seed"):
+        bagel(f"{omni.url}/v1", thinker_sampling={"seed": 3})
 
 
 def test_images_api_sends_the_documented_request(omni):
@@ -240,7 +293,8 @@ def test_bagel_omni_and_images_api_run_a_recipe_from_the_command_line(omni, tmp_
     assert sorted(p for p, _ in sent) == ["/v1/chat/completions"] * 3 + ["/v1/images/generations"] * 3
     table = pq.read_table(next((out / "data" / "improving_full_learning").glob("*.parquet")), columns=["lineage"])
     assert table.num_rows == 3
-    seeds_sent = {body["seed"] for p, body in sent if p == "/v1/chat/completions"}
+    seeds_sent = {body["sampling_params_list"][1]["seed"] for p, body in sent if p == "/v1/chat/completions"}
+    assert len(seeds_sent) == 3  # one seed per sample, each sent to the DiT
     for lineage in map(json.loads, table.column("lineage").to_pylist()):
         initial = lineage["stages"]["initial_image"]
         assert initial["backend"]["id"] == BAGEL

@@ -176,6 +176,47 @@ def test_a_field_vllm_omni_would_silently_drop_is_refused_when_built(omni):
         assert "vllm_omni does not take" in str(err.value)
 
 
+def test_vllm_omni_0_30_fields_are_sent_as_it_declares_them(omni):
+    """flow_shift, output_compression, layers as they are; extra_args as 0.30's `extra_params` field."""
+    params = {"num_inference_steps": 4, "flow_shift": 3.0, "output_compression": 80, "layers": 4,
+              "extra_args": {"max_sequence_length": 512}}
+    backend = ImagesApiGenerator(base_url=omni.url, model=QWEN_IMAGE, width=64, height=48, http=FAST_HTTP,
+                                 params=params)
+    before = len(omni.ignored)
+    assert isinstance(generate(backend, seed=3), GeneratedImage)
+    sent = omni.requests[-1][1]
+    assert {k: sent[k] for k in ("flow_shift", "output_compression", "layers", "extra_params")} == {
+        "flow_shift": 3.0, "output_compression": 80, "layers": 4, "extra_params": {"max_sequence_length": 512}}
+    assert "extra_args" not in sent and omni.ignored[before:] == []
+    # What the model receives as its extra_args: the mapping, with flow_shift laid over it.
+    assert omni.image_extra_args[-1] == {"max_sequence_length": 512, "flow_shift": 3.0}
+    # The reason for the wire name: 0.30's images request ignores a field named extra_args.
+    status, _ = post(omni.url, {"prompt": "a cat", "size": "64x64", "extra_args": {"a": 1}}, key=None)
+    assert status == 200 and omni.ignored[-1] == "extra_args" and omni.image_extra_args[-1] == {}
+
+
+@pytest.mark.parametrize("params, names", [
+    ({"vae_use_slicing": True}, "--vae-use-slicing"),  # applied only when the model starts
+    ({"vae_use_tiling": True}, "--vae-use-tiling"),
+    ({"extra_params": {"a": 1}}, "params.extra_args"),  # the deprecated name
+    ({"flow_shift": 3.0, "extra_args": {"flow_shift": 5.0}}, "second time"),  # one key given twice
+    ({"extra_args": {"seed": 1}}, "second time"),  # the backend's own field, again in extra_args
+    ({"extra_args": [1, 2]}, "mapping"),
+    ({"output_compression": 101}, "0..100"),
+    ({"layers": 1}, "2..10"),
+])
+def test_vllm_omni_fields_it_would_ignore_or_refuse_are_refused_when_built(omni, params, names):
+    with pytest.raises(BackendUnavailable) as err:
+        ImagesApiGenerator(base_url=omni.url, model=QWEN_IMAGE, params=params)
+    assert names in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_fake_omni_answers_out_of_range_values_with_vllms_400(omni):
+    for body in ({"output_compression": 101}, {"layers": 11}, {"extra_params": [1]}):
+        status, answer = post(omni.url, {"prompt": "a cat", "size": "64x64", **body}, key=None)
+        assert (status, answer["error"]["code"], answer["error"]["type"]) == (400, 400, "BadRequestError")
+
+
 # ----------------------------------------------------------------------------- from the command line
 
 

@@ -13,11 +13,23 @@ that is missing in one sentence; only then are the weights loaded. Without a GPU
 
 Think mode (`think: true`) makes BAGEL write its own plan before drawing; the plan comes back in
 `GeneratedImage.thinking` (the stage stores it as `base_thinking`).
+
+Which environment: the project's own pinned one (transformers 5.x, torch 2.14). BAGEL's checkout
+was written against transformers 4.49 (its requirements.txt also pins torch 2.5.1 and pyarrow 11,
+below this project's floors; installing it would downgrade the project, and transformers 4.49
+ignores the `dtype=` the project's other models are loaded with). Two names its code imports are
+gone from transformers 5: the "default" entry of `ROPE_INIT_FUNCTIONS` (its Qwen2RotaryEmbedding
+looks it up) and the module `transformers.modeling_attn_mask_utils` (imported by its SigLIP file).
+`bagel_compat()` provides both, only where missing, before the checkout is imported: the original
+RoPE inverse frequencies (equal to transformers 5's own Qwen2 default RoPE, tested) and
+`_prepare_4d_attention_mask`. The checkout also needs `opencv-python` and `flash-attn` on top of
+the project's `[models]` extra (docs/sources_and_generators.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -32,6 +44,99 @@ from curation.backends.base import BackendFailed, BackendUnavailable, GeneratedI
 from curation.backends.generators.bagel_guidance import BagelGuidance
 from curation.backends.generators.diffusers_pipeline import config_digest, first_line
 from curation.core.records import Reject
+
+def _default_rope_parameters(config=None, device=None, seq_len=None, **rope_kwargs):
+    """transformers 4.x's `_compute_default_rope_parameters`: the original RoPE, no scaling.
+
+    Same signature and result: `(inv_freq, attention_factor)`, from either the config (its
+    `rope_theta`, `head_dim` or hidden size / heads, `partial_rotary_factor`) or the legacy
+    `base`/`dim` keyword arguments BAGEL's rotary embedding passes when it has no config.
+    """
+    torch = importlib.import_module("torch")
+    if config is not None and rope_kwargs:
+        raise ValueError("pass either a config or rope_kwargs to the default RoPE, not both")
+    if rope_kwargs:
+        base, dim = rope_kwargs["base"], int(rope_kwargs["dim"])
+    else:
+        base = config.rope_theta
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        dim = int(head_dim * getattr(config, "partial_rotary_factor", 1.0))
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim
+    return 1.0 / (base ** exponents), 1.0
+
+
+def _prepare_4d_attention_mask(mask, dtype, tgt_len=None):
+    """transformers 4.x's: a [batch, source] 0/1 mask as an additive [batch, 1, target, source] mask."""
+    torch = importlib.import_module("torch")
+    batch, source = mask.size()
+    expanded = mask[:, None, None, :].expand(batch, 1, tgt_len or source, source).to(dtype)
+    inverted = 1.0 - expanded
+    return inverted.masked_fill(inverted.to(torch.bool), torch.finfo(dtype).min)
+
+
+def bagel_compat() -> list[str]:
+    """Provide what BAGEL's checkout imports from transformers 4.x and transformers 5 dropped.
+
+    Only what is missing is added (nothing is replaced), so on transformers 4.x this does nothing.
+    Returns the names it provided, for the start-up log and the tests.
+    """
+    provided = []
+    rope_utils = importlib.import_module("transformers.modeling_rope_utils")
+    if "default" not in rope_utils.ROPE_INIT_FUNCTIONS:
+        rope_utils.ROPE_INIT_FUNCTIONS["default"] = _default_rope_parameters
+        provided.append("ROPE_INIT_FUNCTIONS['default']")
+    name = "transformers.modeling_attn_mask_utils"
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        module = type(sys)(name)
+        module.__doc__ = "transformers 4.x's mask helper, provided by irgl-curation for BAGEL's checkout."
+        module._prepare_4d_attention_mask = _prepare_4d_attention_mask
+        sys.modules[name] = module
+        provided.append(name)
+    return provided
+
+
+def fix_navit_output(navit) -> bool:
+    """Make the checkout's `BaseNavitOutputWithPast` constructible again under transformers 5.
+
+    It is a `ModelOutput` dataclass with a `past_key_values` field; transformers 5 renames that
+    keyword to `cache` in every ModelOutput's __init__, so BAGEL's own `past_key_values=` raises
+    TypeError. BAGEL only builds it in `qwen2_navit` and reads its two attributes, so a plain
+    dataclass with the same fields replaces it there. Returns whether it was replaced.
+    """
+    cls = navit.BaseNavitOutputWithPast
+    try:
+        cls(packed_query_sequence=None, past_key_values=None)
+        return False  # transformers 4.x: nothing to fix
+    except TypeError:
+        pass
+
+    @dataclasses.dataclass
+    class BaseNavitOutputWithPast:
+        packed_query_sequence: Any = None
+        past_key_values: Any = None
+
+    navit.BaseNavitOutputWithPast = BaseNavitOutputWithPast
+    return True
+
+
+# Attributes every transformers 4.x config had (PretrainedConfig set them, None by default) that
+# transformers 5 leaves to each model's own config class; BAGEL's config classes read them.
+CONFIG_4X_DEFAULTS = {"pad_token_id": None, "bos_token_id": None, "eos_token_id": None}
+
+
+def fill_4x_config_defaults(config) -> list[str]:
+    """Give a BAGEL config the 4.x defaults it reads and transformers 5 no longer sets; the names set."""
+    filled = []
+    for name, value in CONFIG_4X_DEFAULTS.items():
+        try:
+            getattr(config, name)
+        except AttributeError:
+            setattr(config, name, value)
+            filled.append(name)
+    return filled
+
 
 REPO_FILES = ("inferencer.py", "modeling/bagel/__init__.py", "data/transforms.py", "data/data_utils.py")
 MODEL_FILES = ("llm_config.json", "vit_config.json", "ae.safetensors", "ema.safetensors", "tokenizer_config.json")
@@ -123,11 +228,16 @@ class BagelInProcess(ImageGenerator):
         except ImportError as exc:
             raise BackendUnavailable("in-process BAGEL needs torch: pip install 'irgl-curation[models]'") from exc
 
-    def _load(self):
-        """Build the model from the checkout's own classes, as its inference app does."""
+    def _load(self, device: str = "cuda"):
+        """Build the model from the checkout's own classes, as its inference app does.
+
+        `device` is "cuda" in a run (check() has made sure there is one); "cpu" puts the whole model
+        on the CPU, for the load check of a tiny random BAGEL (docs/sources_and_generators.md).
+        """
         torch = self._torch
         if str(self.repo_dir) not in sys.path:
             sys.path.insert(0, str(self.repo_dir))  # the checkout's packages are top-level (`data`, `modeling`)
+        bagel_compat()  # before its modules are imported: they look these names up at import time
         try:
             accelerate = importlib.import_module("accelerate")
             data_utils = importlib.import_module("data.data_utils")
@@ -136,16 +246,22 @@ class BagelInProcess(ImageGenerator):
             autoencoder = importlib.import_module("modeling.autoencoder")
             bagel = importlib.import_module("modeling.bagel")
             qwen2 = importlib.import_module("modeling.qwen2")
+            fix_navit_output(importlib.import_module("modeling.bagel.qwen2_navit"))
         except ImportError as exc:
-            raise BackendUnavailable(f"could not import the BAGEL checkout in {self.repo_dir}: {exc} "
-                                     "(install its requirements.txt into this environment)") from exc
+            raise BackendUnavailable(f"could not import the BAGEL checkout in {self.repo_dir}: {exc} (in-process "
+                                     "BAGEL runs in this project's environment plus opencv-python and flash-attn: "
+                                     "pip install -c .ci/constraints-bagel.txt opencv-python-headless flash-attn "
+                                     "--no-build-isolation; do not install the checkout's requirements.txt, "
+                                     "which downgrades torch and transformers)") from exc
         try:
             model_dir = str(self.model_dir)
             llm_config = bagel.Qwen2Config.from_json_file(os.path.join(model_dir, "llm_config.json"))
+            fill_4x_config_defaults(llm_config)
             llm_config.qk_norm = True
             llm_config.tie_word_embeddings = False
             llm_config.layer_module = "Qwen2MoTDecoderLayer"
             vit_config = bagel.SiglipVisionConfig.from_json_file(os.path.join(model_dir, "vit_config.json"))
+            fill_4x_config_defaults(vit_config)
             vit_config.rope = False
             vit_config.num_hidden_layers -= 1
             vae_model, vae_config = autoencoder.load_ae(local_path=os.path.join(model_dir, "ae.safetensors"))
@@ -159,12 +275,12 @@ class BagelInProcess(ImageGenerator):
                 model.vit_model.vision_model.embeddings.convert_conv2d_to_linear(vit_config, meta=True)
             tokenizer = qwen2.Qwen2Tokenizer.from_pretrained(model_dir)
             tokenizer, new_token_ids, _ = data_utils.add_special_tokens(tokenizer)
-            device_map = self._device_map(accelerate, model, torch)
+            device_map = self._device_map(accelerate, model, torch) if device == "cuda" else {"": device}
             offload = self.offload_folder or os.path.join(tempfile.gettempdir(), "bagel-offload")
             model = accelerate.load_checkpoint_and_dispatch(
                 model, checkpoint=os.path.join(model_dir, "ema.safetensors"), device_map=device_map,
                 offload_buffers=True, offload_folder=offload, dtype=torch.bfloat16, force_hooks=True).eval()
-            vae_model = vae_model.to("cuda", dtype=torch.bfloat16).eval()
+            vae_model = vae_model.to(device, dtype=torch.bfloat16).eval()
             return inferencer_mod.InterleaveInferencer(
                 model=model, vae_model=vae_model, tokenizer=tokenizer,
                 vae_transform=transforms.ImageTransform(1024, 512, 16),

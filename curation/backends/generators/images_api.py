@@ -9,8 +9,10 @@ optional fields to send, and a field the chosen API (and, for OpenAI, the chosen
 take is refused when the backend is built, with one sentence naming the fields it does take:
 
 - `api: vllm_omni` (`vllm serve Qwen/Qwen-Image --omni`: FLUX, SD3, Qwen-Image, HunyuanImage-3 …):
-  always `seed` and `response_format: b64_json`; `params` may hold vLLM-Omni's diffusion fields
-  (`num_inference_steps`, `guidance_scale`, `true_cfg_scale`, `negative_prompt` …).
+  always `seed` and `response_format: b64_json`; `params` may hold vLLM-Omni 0.30's diffusion fields
+  (`num_inference_steps`, `guidance_scale`, `true_cfg_scale`, `flow_shift`, `negative_prompt`,
+  `output_compression`, `layers` …) and `extra_args`, the model's own arguments. `vae_use_slicing`
+  and `vae_use_tiling` are refused: vLLM-Omni applies them only when the model starts.
 - `api: openai` (api.openai.com): the fields of the model's family: the GPT image models
   (`quality`, `background`, `moderation`, `output_format`, `output_compression`; always base64,
   no `response_format`), `dall-e-3` (`quality`, `style`) and `dall-e-2`; `response_format:
@@ -127,10 +129,14 @@ class HttpImageGenerator(ImageGenerator):
             ref = await asyncio.to_thread(images.probe, data)  # decoding a 1024² image: off the event loop
         except images.ImageDecodeError as exc:
             return Reject(self.role, "undecodable_image", f"the server's image does not decode: {exc}")
-        lineage = {"seed": request.seed}  # attempts and latency are per-run accounting: summary()
+        lineage = self.sent_lineage(request)  # attempts and latency are per-run accounting: summary()
         if (ref.width, ref.height) != (request.width, request.height):
             lineage["returned_size"] = [ref.width, ref.height]
         return GeneratedImage(image=data, lineage=lineage)
+
+    def sent_lineage(self, request: GenerateRequest) -> dict[str, Any]:
+        """What this request sent that determines its image, beyond the identity's settings."""
+        return {"seed": request.seed}
 
     def summary(self) -> dict[str, Any]:
         return self.client.accounting.as_dict()
@@ -162,15 +168,30 @@ class ImagesApi:
     sizes: frozenset[str] | None = None
     #: whether it needs an API key
     needs_key: bool = False
+    #: fields a user might expect to send that it must not take, each with why (one sentence's end)
+    refused: Mapping[str, str] = field(default_factory=dict)
+    #: a `params` name sent under another field name
+    wire_names: Mapping[str, str] = field(default_factory=dict)
 
 
-# vLLM-Omni's `ImageGenerationRequest` (vllm_omni/entrypoints/openai/protocol/images.py): a pydantic
-# model that ignores fields it does not declare, and refuses any response_format but b64_json.
+# vLLM-Omni 0.30's `ImageGenerationRequest` (vllm_omni/entrypoints/openai/protocol/images.py): a pydantic
+# model that ignores fields it does not declare, and refuses any response_format but b64_json (and
+# `file`, a binary answer). `extra_args` (the model's own arguments, e.g. Qwen-Image's) goes on the wire
+# as `extra_params`, the only name that model declares: there `extra_args` would be dropped without an
+# error (the chat route's newer name; api_server.py copies `extra_params` into the model's extra_args and
+# `flow_shift` over it, so a key given in both would be decided silently: refused here).
 VLLM_OMNI = ImagesApi(
     "vllm_omni", accepts=frozenset({"negative_prompt", "num_inference_steps", "guidance_scale", "true_cfg_scale",
-                                    "output_format", "generator_device", "vae_use_slicing", "vae_use_tiling",
-                                    "system_prompt", "use_system_prompt", "lora", "user"}),
-    always={"response_format": "b64_json"}, seeded=True)
+                                    "flow_shift", "output_format", "output_compression", "layers",
+                                    "generator_device", "system_prompt", "use_system_prompt", "lora", "user",
+                                    "extra_args"}),
+    always={"response_format": "b64_json"}, seeded=True, wire_names={"extra_args": "extra_params"},
+    refused={"vae_use_slicing": "VAE slicing is applied only when the model starts: start the server with "
+                                "--vae-use-slicing (a request's field is ignored)",
+             "vae_use_tiling": "VAE tiling is applied only when the model starts: start the server with "
+                               "--vae-use-tiling (a request's field is ignored)",
+             "extra_params": "it is the deprecated name: put the model's arguments in params.extra_args "
+                             "(sent as the field this vLLM-Omni declares)"})
 # OpenAI's Images API reference (POST /v1/images/generations), by model family.
 OPENAI_GPT_IMAGE = ImagesApi(
     "openai/gpt-image", accepts=frozenset({"quality", "background", "moderation", "output_format",
@@ -221,9 +242,12 @@ class ImagesApiGenerator(HttpImageGenerator):
             if name in RESERVED:
                 raise BackendUnavailable(f"params.{name} is set by the backend ({RESERVED[name]}): remove it "
                                          "from params")
+            if name in self.api.refused:
+                raise BackendUnavailable(f"{self.api.name} does not take params.{name}: {self.api.refused[name]}")
             if name not in self.api.accepts:
                 raise BackendUnavailable(f"{self.api.name} does not take a {name!r} field: params may hold "
                                          f"{sorted(self.api.accepts)}")
+        self.check_values()
         size = f"{self.width}x{self.height}"
         if self.api.sizes is not None and size not in self.api.sizes:
             raise BackendUnavailable(f"{self.api.name} draws only sizes {sorted(self.api.sizes)}, not {size}: "
@@ -231,6 +255,22 @@ class ImagesApiGenerator(HttpImageGenerator):
         if self.api.needs_key and self.http_settings.api_key_env is None:
             raise BackendUnavailable(f"{self.api.name} needs a key: set api_key_env to the NAME of the "
                                      "environment variable holding it, e.g. api_key_env=OPENAI_API_KEY")
+
+    def check_values(self) -> None:
+        """Values the server would refuse on every request, refused once here."""
+        extra = self.params.get("extra_args")
+        if extra is not None:
+            if not isinstance(extra, Mapping):
+                raise BackendUnavailable(f"params.extra_args must be a mapping of the model's arguments, not {extra!r}")
+            twice = sorted(set(extra) & (set(self.params) | set(RESERVED)))
+            if twice:
+                raise BackendUnavailable(f"params.extra_args gives {twice} a second time (also a request field): "
+                                         "give each key once")
+        # The bounds of vLLM-Omni 0.30's ImageGenerationRequest (its 400 otherwise, on every request).
+        for name, low, high in (("output_compression", 0, 100), ("layers", 2, 10)):
+            value = self.params.get(name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high):
+                raise BackendUnavailable(f"params.{name}={value!r} must be an integer within {low}..{high}")
 
     def settings(self) -> dict[str, Any]:
         return {"api": self.api.name, "width": self.width, "height": self.height, "seed_sent": self.api.seeded,
@@ -241,7 +281,7 @@ class ImagesApiGenerator(HttpImageGenerator):
                                 "size": f"{request.width}x{request.height}", **self.api.always}
         if self.api.seeded:
             body["seed"] = request.seed
-        body.update(self.params)
+        body.update({self.api.wire_names.get(k, k): v for k, v in self.params.items()})
         return body
 
     def image_from(self, response: dict[str, Any]) -> bytes | Reject:
