@@ -99,9 +99,10 @@ def measure(roles: Iterable[RoleCost], *, accounting: Mapping[str, Mapping[str, 
 def _with_total(roles: dict[str, Any], accepted: int, requested: int | None) -> dict[str, Any]:
     total = sum(r["gpu_s"] for r in roles.values())
     per_1k = _per_1k(total, accepted)
-    simulated = any(r["basis"] == "simulated" for r in roles.values())
-    return {"accepted_rows": accepted, "requested_rows": requested, "simulated": simulated, "roles": roles,
-            "total": {"gpu_s": round(total, 3), "per_1k_accepted": per_1k,
+    bases = {r["basis"] for r in roles.values()}
+    basis = "simulated" if bases == {"simulated"} else "partly simulated" if "simulated" in bases else "measured"
+    return {"accepted_rows": accepted, "requested_rows": requested, "simulated": basis != "measured", "roles": roles,
+            "total": {"basis": basis, "gpu_s": round(total, 3), "per_1k_accepted": per_1k,
                       "projected_gpu_hours": (round(per_1k * requested / 1000, 3)
                                               if per_1k is not None and requested else None),
                       "assumption": "the sum of the roles; backend calls made by this run only "
@@ -129,16 +130,17 @@ def card_lines(doc: Mapping[str, Any]) -> list[str]:
     g = (doc.get("run") or {}).get("gpu_hours")
     if not g:
         return []
-    label = " (simulated)" if g["simulated"] else ""
+    basis = g["total"].get("basis", "simulated" if g["simulated"] else "measured")
+    label = f" ({basis})" if g["simulated"] else ""
     lines = [f"### GPU-hours per 1,000 accepted rows{label}", "",
              f"Over {g['accepted_rows']} accepted rows (all modes). "
-             + ("**Simulated**: the offline world runs no GPU; its figures are per-call estimates, "
-                "labelled per row. " if g["simulated"] else "") + "The assumption behind each number is beside it.",
+             + ("**Simulated** where the basis says so: the offline world runs no GPU, so its figures are "
+                "per-call estimates. " if g["simulated"] else "") + "The assumption behind each number is beside it.",
              "", "| role | basis | GPU-seconds | GPU-hours per 1K accepted | assumption |", "|---|---|---:|---:|---|"]
     for role, r in g["roles"].items():
         lines.append(f"| {role} | {r['basis']} | {r['gpu_s']:,.1f} | {_fmt(r['per_1k_accepted'])} | {r['assumption']} |")
     t = g["total"]
-    lines.append(f"| **total** | {'simulated' if g['simulated'] else 'measured'} | {t['gpu_s']:,.1f} | "
+    lines.append(f"| **total** | {basis} | {t['gpu_s']:,.1f} | "
                  f"**{_fmt(t['per_1k_accepted'])}** | {t['assumption']} |")
     if t.get("projected_gpu_hours") is not None:
         lines += ["", f"Projected to the requested {g['requested_rows']:,} rows: "

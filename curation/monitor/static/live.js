@@ -86,18 +86,18 @@ function draw(s) {
 
   const g = s.gpu;
   document.getElementById("gpu-note").textContent = g.simulated
-    ? "simulated: the offline world runs no GPU (per-call estimates)" : "measured";
+    ? `${g.total.basis}: the offline world runs no GPU (per-call estimates)` : "measured";
   const gpuRows = Object.entries(g.roles).map(([role, r]) => {
     const tr = row([role, r.basis, num(r.gpu_s, 1), num(r.per_1k_accepted, 3), r.assumption]);
     tr.lastChild.className = "text";
     return tr;
   });
-  gpuRows.push(row(["total", g.simulated ? "simulated" : "measured", num(g.total.gpu_s, 1),
+  gpuRows.push(row(["total", g.total.basis, num(g.total.gpu_s, 1),
                     num(g.total.per_1k_accepted, 3), g.total.assumption]));
   fill("gpu", gpuRows);
   document.getElementById("projection").textContent = g.total.projected_gpu_hours === null ? ""
     : `Projected for the requested ${g.requested_rows} rows: ${num(g.total.projected_gpu_hours, 1)} GPU-hours` +
-      `${g.simulated ? " (simulated)" : ""} at the rate so far over ${g.accepted_rows} accepted rows` +
+      `${g.simulated ? ` (${g.total.basis})` : ""} at the rate so far over ${g.accepted_rows} accepted rows` +
       `${s.modes_final ? "" : " (provisional)"}.`;
 
   fill("failures", s.failures.map(f => row([f.stage, f.reason, f.class, f.count])));
