@@ -39,6 +39,10 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
+async def _no_content(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 class LiveServerError(ConfigError):
     """The live server cannot listen where `run.live_host`/`run.live_port` say."""
 
@@ -104,7 +108,7 @@ class LiveServer:
         app.router.add_get("/api/state", self._state)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/images/{name}", self._image)
-        app.router.add_get("/favicon.ico", lambda request: web.Response(status=204))  # browsers ask; nothing to show
+        app.router.add_get("/favicon.ico", _no_content)  # browsers ask; nothing to show
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
