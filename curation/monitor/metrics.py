@@ -80,7 +80,9 @@ class RunCollector(Collector):
             for (stage, reason, kind), n in sorted(s.failures_snapshot().items()):
                 rejects.add_metric([stage, reason, kind], n)
             yield rejects
-            counts, final = s.mode_counts()
+            yield CounterMetricFamily("irgl_outcomes", "Samples walked to an outcome.", value=s.outcomes)
+        counts, final = s.mode_counts()
+        if s.outcomes_known or final:  # under Ray the driver learns a mode's counts at emit
             accepted = GaugeMetricFamily("irgl_mode_accepted_samples",
                                          "Accepted samples per mode: provisional until irgl_run_finished is 1.",
                                          labels=["mode"])
@@ -93,15 +95,13 @@ class RunCollector(Collector):
             for (mode, reason), n in sorted(s.reject_reasons().items()):
                 reasons.add_metric([mode, reason], n)
             yield from (accepted, rejected, reasons)
-            yield CounterMetricFamily("irgl_outcomes", "Samples walked to an outcome.", value=s.outcomes)
 
         accounting = s.summaries()
         yield from self._backends(accounting)
 
         snap_gpu = s.final["gpu_hours"] if s.final and s.final.get("gpu_hours") else None
         if snap_gpu is None:
-            counts, _ = s.mode_counts() if s.outcomes_known else ({}, False)
-            snap_gpu = s.gpu(stages, accounting, sum(a for a, _ in counts.values()))
+            snap_gpu = s.gpu(stages, accounting, sum(a for a, _ in counts.values()) if s.outcomes_known else 0)
         gpu = GaugeMetricFamily("irgl_gpu_seconds", "GPU-seconds so far per backend role.", labels=["role", "basis"])
         for role, r in snap_gpu["roles"].items():
             gpu.add_metric([role, r["basis"]], r["gpu_s"])
