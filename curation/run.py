@@ -49,6 +49,7 @@ USAGE = """usage: python -m curation.run recipe=<mode key | short name | all> [k
   e.g. python -m curation.run recipe=improving_full n=100 out=outputs/demo
        python -m curation.run recipe=all teacher=vllm_server teacher.base_url=http://host:8000/v1
   knobs: n seed image_size out cache shard num_shards teacher= generator= source= reference= checker= scorer=
+  watch it: run.live=true or run.live_port=N (live page and /metrics on 127.0.0.1), run.log_format=jsonl
   see recipes/config.yaml for every knob and README.md for the backends."""
 
 
