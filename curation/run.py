@@ -241,6 +241,11 @@ def print_summary(out: Path, doc: Manifest, stats: RunStats, log: EventLog | Non
         print(f"  {role}: " + ", ".join(f"{k} {v}" for k, v in acc.items() if v is not None), file=sys.stderr)
     for mode, rate in doc.run.accepted_per_teacher_hour.items():
         print(f"  {mode}: {rate:.0f} accepted samples per teacher-hour", file=sys.stderr)
+    total = (doc.run.gpu_hours or {}).get("total") or {}
+    if total.get("per_1k_accepted") is not None:
+        print(f"  GPU-hours per 1,000 accepted rows: {total['per_1k_accepted']:.3f} ({total['basis']}; "
+              f"projected for the requested rows: {total['projected_gpu_hours']:.1f}; see the card's Cost section)",
+              file=sys.stderr)
     print(f"  load with: datasets.load_dataset({str(out)!r}, {next(iter(doc.modes))!r})", file=sys.stderr)
 
 
