@@ -66,9 +66,9 @@ class LiveRun:
     def state(self) -> dict:
         return json.loads(self.get("api/state"))
 
-    def finish(self) -> int:
+    def finish(self, guard_s: float = GUARD_S) -> int:
         try:
-            rc = self.proc.wait(timeout=GUARD_S)
+            rc = self.proc.wait(timeout=guard_s)
         finally:
             self.close()
         self._reader.join(timeout=10)
