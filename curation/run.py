@@ -30,10 +30,12 @@ from curation.pipeline.shared_store import is_url, open_store
 from curation.pipeline.store import Store
 from curation.core.cli import command
 from curation.core.config import ConfigError
+from curation.core.logs import EventLog
 from curation.core.progress import Progress
 from curation.core.records import Sample
 from curation.core.schema import SchemaError
-from curation.writer import manifest
+from curation.monitor import Live
+from curation.writer import gpu_hours, manifest
 from curation.writer.dataset import DatasetWriter, publish_manifest
 from curation.writer.emit import EmitPlan, EmitSettings, emit_outcomes
 from curation.writer.manifest import CheckerScores, Manifest, RunAccount
@@ -46,6 +48,7 @@ USAGE = """usage: python -m curation.run recipe=<mode key | short name | all> [k
   e.g. python -m curation.run recipe=improving_full n=100 out=outputs/demo
        python -m curation.run recipe=all teacher=vllm_server teacher.base_url=http://host:8000/v1
   knobs: n seed image_size out cache shard num_shards teacher= generator= source= reference= checker= scorer=
+  watch it: run.live=true or run.live_port=N (live page and /metrics on 127.0.0.1), run.log_format=jsonl
   see recipes/config.yaml for every knob and README.md for the backends."""
 
 
@@ -92,27 +95,44 @@ def run(cfg: DictConfig) -> Path:
     writable_dir(out, "out")  # after the backends' checks: a run that cannot start leaves nothing behind
     cache = str(cfg.cache) if is_url(str(cfg.cache)) else writable_dir(Path(cfg.cache), "cache")
     store = open_store(cache, cfg.executor.store)
-    print(f"recipe {cfg.recipe.name}: shard {cfg.shard} of {cfg.num_shards}, output {out}", file=sys.stderr)
-    print(plan.describe(), file=sys.stderr)
+    log = EventLog(cfg.run.log_format)
+    log.say(f"recipe {cfg.recipe.name}: shard {cfg.shard} of {cfg.num_shards}, output {out}", "run_started",
+            recipe=cfg.recipe.name, shard=cfg.shard, num_shards=cfg.num_shards, out=str(out),
+            executor=cfg.executor.name)
+    log.say(plan.describe(), "plan", modes=plan.modes, stages={m: list(s) for m, s in plan.mode_stages.items()})
+    live, finished = None, False
     try:
         store.clear_outcomes(run_key)  # every sample is walked again (reading the store): no stale outcome
         progress = make_progress(plan, cfg)
+        live = Live.from_config(cfg, plan, progress, identities, store, log,
+                                summaries=lambda: {role: acc for role, b in backends.items() if (acc := b.summary())})
         if cfg.executor.name == "ray":
-            stats, accounting = walk_on_ray(cfg, plan, gate_settings, str(cache), run_key, stage_settings, progress)
+            stats, accounting = walk_on_ray(cfg, plan, gate_settings, str(cache), run_key, stage_settings, progress,
+                                            live)
         else:
             gates = Gates(gate_settings, store, scored=ranks_by_score(plan))
             samples = read_samples(source, gates, plan.n_source, shard=cfg.shard, num_shards=cfg.num_shards,
                                    workers=cfg.gates_workers, progress=progress)
             walker = SampleWalker(plan, backends, store, run_seed=cfg.seed, run_key=run_key,
-                                  stage_settings=stage_settings, progress=progress)
+                                  stage_settings=stage_settings, progress=progress,
+                                  observer=live.state if live else None)
+            if live:
+                live.state.in_flight = lambda: walker.in_flight
             owned = distinct(backends, plan.roles)
-            stats = asyncio.run(_run_and_close(Executor(walker, max_in_flight=cfg.run.max_in_flight), samples,
-                                               owned))
+            executor = Executor(walker, max_in_flight=cfg.run.max_in_flight, throttle_s=cfg.run.throttle_s)
+            stats = asyncio.run(_run_and_close(executor, samples, owned))
             accounting = {role: b.summary() for role, b in owned.items() if b.summary()}
+        if live:
+            live.state.set_phase("emitting")
         doc = publish(out, plan, store, run_key, identities, cfg, stats, accounting, started)
+        if live:
+            live.finish(doc.to_json())
+        finished = True
     finally:
         store.close()
-    print_summary(out, doc, stats)
+        if live:
+            live.close(log, finished=finished)
+    print_summary(out, doc, stats, log)
     return out
 
 
@@ -120,7 +140,8 @@ def make_progress(plan: Plan, cfg: DictConfig) -> Progress:
     """One line per stage. Totals are known when one process reads the whole source (a mode
     with count k takes the first k rows, so a stage's total is the largest count of the modes that
     need it); a shard sees an unknown share of the rows, so it shows rates only."""
-    progress = Progress([GATES, *(s.name for s in plan.stages)], interval=cfg.run.progress_interval_s)
+    progress = Progress([GATES, *(s.name for s in plan.stages)], interval=cfg.run.progress_interval_s,
+                        fmt=cfg.run.log_format)
     if cfg.num_shards == 1:
         progress.set_total(GATES, plan.n_source)
         for stage in plan.stages:
@@ -130,7 +151,7 @@ def make_progress(plan: Plan, cfg: DictConfig) -> Progress:
 
 
 def walk_on_ray(cfg: DictConfig, plan: Plan, gate_settings: GateSettings, store_url: str, run_key: str,
-                stage_settings: dict, progress: Progress) -> tuple[RunStats, dict]:
+                stage_settings: dict, progress: Progress, live: Live | None = None) -> tuple[RunStats, dict]:
     """`executor=ray`: the same walk on Ray Data (curation/pipeline/ray_executor.py); needs the ray extra."""
     from curation.pipeline.ray_executor import RayExecutor, RaySettings
 
@@ -139,6 +160,8 @@ def walk_on_ray(cfg: DictConfig, plan: Plan, gate_settings: GateSettings, store_
                                                                 ranks_by_score(plan)),
                            store_url=store_url, run_seed=cfg.seed, run_key=run_key, stage_settings=stage_settings,
                            progress=progress, settings=RaySettings.from_config(cfg.executor))
+    if live:  # the driver serves the page: stage counts and the actors' accounting as they report
+        live.state.summaries = executor.accounting
     result = executor.run()
     return result.stats, result.accounting
 
@@ -166,6 +189,7 @@ async def _run_and_close(executor: Executor, samples, backends: dict[str, Backen
 def publish(out: Path, plan: Plan, store: Store, run_key: str, identities: dict, cfg: DictConfig, stats: RunStats,
             accounting: dict, started: float) -> Manifest:
     """Emit every outcome once into the dataset's shards and rejects, then manifest and card."""
+    walk_s = time.monotonic() - started
     stored = store.count_outcomes(run_key)
     if stored != stats.samples:  # another process wrote under this run's key meanwhile
         raise RuntimeError(f"the store holds {stored} outcomes for this run but it walked {stats.samples} samples: "
@@ -188,12 +212,29 @@ def publish(out: Path, plan: Plan, store: Store, run_key: str, identities: dict,
     account = RunAccount(backend_calls=stats.computed, cached=stats.cached, rejected=stats.rejected,
                          elapsed_s=now - started, emit_s=now - emit_started, backends=accounting,
                          first_result_s=None if stats.first_result_at is None else stats.first_result_at - started)
+    calls: dict[str, int] = {}
+    for stage in plan.stages:
+        if stage.role:
+            calls[stage.role] = calls.get(stage.role, 0) + stats.computed.get(stage.name, 0)
+    account.gpu_hours = gpu_hours.measure(
+        gpu_hours.roles_from_config(cfg, identities), accounting=accounting, calls=calls, elapsed_s=now - started,
+        walk_s=walk_s, accepted=sum(s.accepted for s in summaries), requested=sum(plan.modes.values()),
+        server_share=float(cfg.cost.server_share),
+        simulated_gpu_s_per_call=dict(cfg.cost.simulated_gpu_s_per_call or {}))
     doc = manifest.for_run(cfg, summaries, identities, account, checker, quality.to_json())
     publish_manifest(out, doc)
     return doc
 
 
-def print_summary(out: Path, doc: Manifest, stats: RunStats) -> None:
+def print_summary(out: Path, doc: Manifest, stats: RunStats, log: EventLog | None = None) -> None:
+    if log is not None and log.fmt == "jsonl":
+        run = doc.run.to_json()
+        log.say("", "run_finished", out=str(out.resolve()), modes={m: {"sourced": s.sourced, "accepted": s.accepted, "rejected": s.rejected,
+                                                           "rejects_by_reason": s.rejects_by_reason}
+                                                       for m, s in doc.modes.items()},
+                backend_calls=run["backend_calls"], elapsed_s=run["elapsed_s"], backends=run.get("backends", {}),
+                gpu_hours=run.get("gpu_hours"))
+        return
     print(f"\ndataset written to {out.resolve()}", file=sys.stderr)
     for s in doc.modes.values():
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s.rejects_by_reason.items())) or "none"
@@ -206,6 +247,11 @@ def print_summary(out: Path, doc: Manifest, stats: RunStats) -> None:
         print(f"  {role}: " + ", ".join(f"{k} {v}" for k, v in acc.items() if v is not None), file=sys.stderr)
     for mode, rate in doc.run.accepted_per_teacher_hour.items():
         print(f"  {mode}: {rate:.0f} accepted samples per teacher-hour", file=sys.stderr)
+    total = (doc.run.gpu_hours or {}).get("total") or {}
+    if total.get("per_1k_accepted") is not None:
+        print(f"  GPU-hours per 1,000 accepted rows: {total['per_1k_accepted']:.3f} ({total['basis']}; "
+              f"projected for the requested rows: {total['projected_gpu_hours']:.1f}; see the card's Cost section)",
+              file=sys.stderr)
     print(f"  load with: datasets.load_dataset({str(out)!r}, {next(iter(doc.modes))!r})", file=sys.stderr)
 
 

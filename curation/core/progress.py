@@ -8,6 +8,9 @@ flooding the log:
 
 A stage whose total is unknown (a shard sees an unknown share of the source) shows its count
 and rate only.
+
+With `fmt="jsonl"` (`run.log_format=jsonl`) every print is one JSON object on one line instead
+(`curation/core/logs.py`), for a log shipper; `snapshot()` gives the same figures to the live page.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+
+from curation.core import logs
 
 
 @dataclass
@@ -43,13 +48,14 @@ class StageCounter:
 
 
 class Progress:
-    def __init__(self, stage_names: list[str], interval: float = 5.0, stream=None):
+    def __init__(self, stage_names: list[str], interval: float = 5.0, stream=None, fmt: str = "text"):
         self.stages = {name: StageCounter() for name in stage_names}
         self.interval = interval
         self.stream = stream or sys.stderr
+        self.fmt = logs.check_format(fmt)
         self._started = time.monotonic()
         self._last = 0.0
-        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._tty = fmt == "text" and hasattr(self.stream, "isatty") and self.stream.isatty()
         self._drawn_lines = 0
         # The gates count from the thread that reads the source, the stages from the event loop.
         self._lock = threading.Lock()
@@ -90,13 +96,33 @@ class Progress:
             parts.append(text)
         return f"[{now - self._started:6.0f}s] " + " | ".join(parts)
 
+    def snapshot(self, now: float | None = None) -> dict[str, dict]:
+        """Every stage's figures at one instant (read under the lock: the counters move on other threads)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            out = {}
+            for name, c in self.stages.items():
+                eta = c.eta(now)
+                out[name] = {"done": c.done, "total": c.total, "computed": c.computed, "cached": c.cached,
+                             "rejected": c.rejected, "skipped": c.skipped, "rate_per_s": round(c.rate(now), 3),
+                             "eta_s": None if eta is None else round(eta, 1)}
+            return out
+
+    def elapsed(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self._started
+
     def maybe_print(self, force: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
             if not force and now - self._last < self.interval:
                 return
             self._last = now
-            if self._tty:
+            if self.fmt == "jsonl":
+                stages = {name: {"done": c.done, "total": c.total, "rate_per_s": round(c.rate(now), 3),
+                                 "eta_s": None if (eta := c.eta(now)) is None else round(eta, 1),
+                                 "cached": c.cached, "rejected": c.rejected} for name, c in self.stages.items()}
+                self.stream.write(logs.line("progress", elapsed_s=round(now - self._started, 3), stages=stages))
+            elif self._tty:
                 lines = [self.line(name, now) for name in self.stages]
                 if self._drawn_lines:
                     self.stream.write(f"\x1b[{self._drawn_lines}F")

@@ -18,7 +18,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol
 
 from curation.backends.base import Backend
 from curation.pipeline.plan import Plan
@@ -53,6 +53,19 @@ class RunStats:
             self.first_result_at = min(self.first_result_at or other.first_result_at, other.first_result_at)
 
 
+class WalkObserver(Protocol):
+    """Sees what the walker does, on the event loop's thread (the live page, `curation/monitor/`).
+
+    Both calls must return at once (append to a deque, bump a counter): they run between a
+    sample's stages, so anything slow here slows the run."""
+
+    def on_result(self, stage: str, seconds: float, result: StageOutput | Reject) -> None:
+        """A stage result computed by a backend call (not read from the store), and how long it took."""
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        """A sample's outcome, just written to the store."""
+
+
 class SampleWalker:
     """One sample at a time through its stages; results and the outcome go to the store.
 
@@ -61,8 +74,11 @@ class SampleWalker:
     """
 
     def __init__(self, plan: Plan, backends: dict[str, Backend], store: Store, *, run_seed: int, run_key: str,
-                 stage_settings: dict[str, dict[str, Any]], progress: Progress | None = None):
+                 stage_settings: dict[str, dict[str, Any]], progress: Progress | None = None,
+                 observer: WalkObserver | None = None):
         self.plan = plan
+        self.observer = observer
+        self.in_flight: dict[str, int] = {}  # per stage: backend calls running now (read by the live page)
         self.backends = backends
         self.store = store
         self.run_seed = run_seed
@@ -106,6 +122,8 @@ class SampleWalker:
                 outcome.lineage[stage.name] = {"key": key, "seed": seed, **result.lineage}
             outcome.fields = record
         self.store.put_outcome(self.run_key, outcome)
+        if self.observer is not None:
+            self.observer.on_outcome(outcome)
         return outcome
 
     def _no_mode_needs(self, stage: Stage, index: int, rejects: dict[str, Reject]) -> bool:
@@ -139,10 +157,10 @@ class SampleWalker:
             ctx = StageContext(backend=backend, store=self.store, seed=seed, settings=settings)
             limit = self.limits.get(stage.role)
             if limit is None:
-                result = await stage.run(inputs, ctx)
+                result = await self._timed(stage, inputs, ctx)
             else:
                 async with limit:
-                    result = await stage.run(inputs, ctx)
+                    result = await self._timed(stage, inputs, ctx)
             if isinstance(result, Reject) and result.stage != stage.name:
                 result = replace(result, stage=stage.name)  # a stage stamps its own rejects
             self.store.put_result(key, stage.name, result)
@@ -159,6 +177,18 @@ class SampleWalker:
             self.stats.first_result_at = time.monotonic()
         self._count(stage.name, "computed", result)
         return result, key, seed
+
+    async def _timed(self, stage: Stage, inputs: dict, ctx: StageContext) -> StageOutput | Reject:
+        """Run the stage, counted as in flight while it runs and timed for the observer."""
+        self.in_flight[stage.name] = self.in_flight.get(stage.name, 0) + 1
+        started = time.perf_counter()
+        try:
+            result = await stage.run(inputs, ctx)
+        finally:
+            self.in_flight[stage.name] -= 1
+        if self.observer is not None:
+            self.observer.on_result(stage.name, time.perf_counter() - started, result)
+        return result
 
     def _count(self, stage: str, kind: str, result: StageOutput | Reject) -> None:
         bucket = getattr(self.stats, kind)
@@ -179,16 +209,22 @@ _END = object()
 class Executor:
     """The local executor: one event loop, `max_in_flight` samples open, one walker."""
 
-    def __init__(self, walker: SampleWalker, *, max_in_flight: int = 256, read_ahead: int = 64):
+    def __init__(self, walker: SampleWalker, *, max_in_flight: int = 256, read_ahead: int = 64,
+                 throttle_s: float = 0.0):
         self.walker = walker
         self.max_in_flight = max_in_flight
         self.read_ahead = read_ahead
+        # Each sample waits this long before its walk (`run.throttle_s`): a run slow enough to
+        # watch (tests and demos of the live page). 0 in any real run.
+        self.throttle_s = throttle_s
 
     async def run(self, samples: Iterable[Sample]) -> RunStats:
         window = asyncio.Semaphore(self.max_in_flight)
 
         async def one(sample: Sample) -> None:
             try:
+                if self.throttle_s > 0:
+                    await asyncio.sleep(self.throttle_s)
                 await self.walker.walk(sample)
             finally:
                 window.release()

@@ -111,6 +111,11 @@ class RayExecutor:
         self.stage_settings = stage_settings
         self.progress = progress
         self.settings = settings
+        self._latest: dict[str, dict[str, Any]] = {}  # actor -> its latest report, while the walk runs
+
+    def accounting(self) -> dict[str, dict[str, Any]]:
+        """The actors' accounting so far (the live page asks from its own thread while `run` goes on)."""
+        return merge_accounting([r["accounting"] for r in list(self._latest.values())])
 
     def dataset(self) -> ray.data.Dataset:
         s = self.settings
@@ -145,7 +150,7 @@ class RayExecutor:
         connect(self.settings)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the run's own progress lines say the same, once
-        latest: dict[str, dict[str, Any]] = {}  # actor -> its latest report (counts so far)
+        latest = self._latest  # actor -> its latest report (counts so far)
         sample_ids: list[str] = []
         first_result_at: float | None = None
         try:

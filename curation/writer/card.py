@@ -17,8 +17,7 @@ from curation.core.files import write_atomic
 from curation.writer import emit
 
 from curation.core import schema
-from curation.writer import quality_figures
-from curation.writer import figures
+from curation.writer import figures, gpu_hours, quality_figures
 from curation.writer.figures import SAVED, STAGE_ROLES, Stats, collect, funnel, plots, saved, stage_order
 
 OFFLINE_PREFIX = "offline-world/"
@@ -253,7 +252,7 @@ def cost_lines(doc: dict) -> list[str]:
     same bytes."""
     backends = doc.get("run", {}).get("backends") or {}
     if not backends:
-        return ["The backends of this run kept no accounting of calls, tokens or time.", ""]
+        return ["The backends of this run kept no accounting of calls, tokens or time.", ""] + gpu_hours.card_lines(doc)
     keys = [k for k in ("calls", "prompt_tokens", "completion_tokens", "wall_s", "attempts", "retries")
             if any(isinstance(acc.get(k), (int, float)) for acc in backends.values())]
     lines = ["What each backend did in this run (its own accounting, from the manifest):", "",
@@ -262,7 +261,7 @@ def cost_lines(doc: dict) -> list[str]:
         lines.append(f"| {role} | " + " | ".join(_number(acc.get(k)) for k in keys) + " |")
     for mode, rate in (doc.get("run", {}).get("accepted_per_teacher_hour") or {}).items():
         lines.append(f"\n`{mode}`: {rate:.0f} accepted rows per teacher-hour.")
-    return lines + [""]
+    return lines + [""] + gpu_hours.card_lines(doc)
 
 
 def _number(value) -> str:

@@ -69,6 +69,7 @@ class RunAccount:
     emit_s: float | None = None  # the one pass over the outcomes into shards and rejects
     backends: dict[str, Any] = field(default_factory=dict)
     accepted_per_teacher_hour: dict[str, float] = field(default_factory=dict)
+    gpu_hours: dict[str, Any] | None = None  # writer/gpu_hours.py: per role and total, per 1K accepted rows
 
     def rate_accepted(self, summaries: Iterable["ModeSummary"]) -> None:
         """Accepted rows per hour of the teacher in use, per mode (when the teacher kept its time)."""
@@ -87,6 +88,8 @@ class RunAccount:
             out["backends"] = self.backends
         if self.accepted_per_teacher_hour:
             out["accepted_per_teacher_hour"] = self.accepted_per_teacher_hour
+        if self.gpu_hours:
+            out["gpu_hours"] = self.gpu_hours
         return out
 
     @classmethod
@@ -94,7 +97,8 @@ class RunAccount:
         return cls(backend_calls=dict(data["backend_calls"]), cached=dict(data["cached"]),
                    rejected=dict(data["rejected"]), elapsed_s=data["elapsed_s"],
                    first_result_s=data.get("first_result_s"), emit_s=data.get("emit_s"), backends=data.get("backends", {}),
-                   accepted_per_teacher_hour=data.get("accepted_per_teacher_hour", {}))
+                   accepted_per_teacher_hour=data.get("accepted_per_teacher_hour", {}),
+                   gpu_hours=data.get("gpu_hours"))
 
 
 # Accounting figures that are ratios of others: a merged run recomputes them from its sums.

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from curation.pipeline.dedup_pass import KEYS_FILE, duplicates_of, read_keys
 from curation.pipeline.gates import GateSettings
-from curation.writer import manifest, quality_figures
+from curation.writer import gpu_hours, manifest, quality_figures
 from curation.writer.dataset import REJECTS, DatasetWriter, publish_manifest
 from curation.writer.emit import EmitSettings
 from curation.writer.manifest import CheckerScores, Manifest, ModeSummary, RunAccount, merge_backend_accounting
@@ -125,6 +125,7 @@ def merged_manifest(docs: list[Manifest], summaries: list[ModeSummary]) -> Manif
             for stage, count in getattr(d.run, name).items():
                 total[stage] = total.get(stage, 0) + count
     run.rate_accepted(summaries)
+    run.gpu_hours = gpu_hours.merge((d.run.gpu_hours for d in docs), sum(s.accepted for s in summaries))
     try:
         quality = quality_figures.merge(d.quality for d in docs)
     except ValueError as exc:
