@@ -159,6 +159,9 @@ def test_offline_scorer_run_records_scores_and_keeps_sourced_equal_accepted_plus
         stages = json.loads(row["lineage"])["stages"]
         assert stages["score_hq_image"]["alignment"]["id"] == "offline-world/analyser"
         assert stages["improvement"]["gain"] >= 0.0
+        # The world's simulated preference, checked by offline.yaml's min_preference_margin 0.0.
+        assert stages["score_hq_image"]["preference"]["id"] == "offline-world/analyser"
+        assert stages["improvement"]["preference_gain"] >= 0.0 == stages["improvement"]["min_preference_margin"]
 
 
 def pickscore_run(tmp_path, src, *extra):
