@@ -103,6 +103,16 @@ def test_engine_settings_prompt_and_sampling_params_come_from_the_config(monkeyp
     assert len(prompt["multi_modal_data"]["image"]) == 1
 
 
+def test_the_engines_memory_share_is_not_part_of_the_teachers_identity(monkeypatch, tiny_qwen):
+    # The GPU memory plan sets gpu_memory_utilization per machine: the same answers must keep their keys.
+    stand_in_vllm.install(monkeypatch)
+    small = vllm_teacher(tiny_qwen, "teacher.engine.gpu_memory_utilization=0.5").identity()
+    large = vllm_teacher(tiny_qwen, "teacher.engine.gpu_memory_utilization=0.9").identity()
+    other_len = vllm_teacher(tiny_qwen, "teacher.engine.max_model_len=4096").identity()
+    assert small == large and "gpu_memory_utilization" not in small["settings"]["engine"]
+    assert other_len != large  # a setting that can change the answer still does
+
+
 @pytest.mark.parametrize("override,expected", [
     ("teacher.sampling.max_tokens=0", "0 < top_p <= 1, top_k >= 0"),
     ("teacher.sampling.temperature=2.5", "0 <= temperature <= 2"),

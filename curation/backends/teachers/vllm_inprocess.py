@@ -55,6 +55,10 @@ MISSING_VLLM = ("teacher=vllm needs the vllm package, which is not installed her
                 "`pip install 'irgl-curation[vllm]'`, or start `vllm serve` elsewhere and use teacher=vllm_server")
 
 
+#: AsyncEngineArgs that size memory and nothing the engine computes.
+MEMORY_ONLY_ENGINE_ARGS = frozenset({"gpu_memory_utilization", "kv_cache_memory_bytes", "swap_space", "cpu_offload_gb"})
+
+
 @dataclass(frozen=True)
 class VllmApi:
     """The parts of vLLM this backend speaks, found once at build time."""
@@ -153,9 +157,12 @@ class VllmTeacher(ChatTeacher):
 
     def backend_settings(self) -> dict[str, Any]:
         # Engine settings that change the text (dtype, quantization …) are in `engine`; the pixel
-        # limits the engine applies follow the pixel budget, which is already in the identity.
-        return {"engine": self.engine_args, "sampling_extra": self.sampling_extra,
-                "structured_outputs": self.structured_outputs}
+        # limits the engine applies follow the pixel budget, which is already in the identity. How
+        # much GPU memory the engine may take only sizes its KV cache, and the GPU memory plan sets it
+        # per machine (backends/memory_plan.py): in the key it would re-pay every cached answer when
+        # the same run moves to a GPU of another size.
+        engine = {k: v for k, v in self.engine_args.items() if k not in MEMORY_ONLY_ENGINE_ARGS}
+        return {"engine": engine, "sampling_extra": self.sampling_extra, "structured_outputs": self.structured_outputs}
 
     # ------------------------------------------------------------------ engine
 
