@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import build
+from tests.publish.chromium import find_chromium
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -26,3 +28,14 @@ def all_modes_dataset(tmp_path_factory) -> Path:
     """One offline dataset with all six modes (n=12), shared by read-only tests."""
     tmp = tmp_path_factory.mktemp("all")
     return build(tmp, "recipe=all", "n=12")
+
+
+@pytest.fixture(scope="session")
+def chromium_binary() -> str:
+    """Debian's Chromium for the page tests: CI must have it (a failure there), elsewhere a skip."""
+    binary = find_chromium()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but chromium is not installed: .ci/run must `apt-get install -y chromium`")
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); CI installs it")
+    return binary

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
 
 from curation.writer import manifest
 from tests.monitor.live_run import GUARD_S, LiveRun
-from tests.publish.chromium import Chromium, find_chromium
+from tests.publish.chromium import Chromium
 
 # A run slow enough to watch: each sample waits 0.3 s, two at a time (run.throttle_s).
 SLOW = ["recipe=all", "n=60", "run.throttle_s=0.3", "run.max_in_flight=2", "run.live_linger_s=0"]
@@ -23,16 +22,6 @@ DUMP = """JSON.stringify({
   images: [...document.querySelectorAll('#accepted img')].filter(i => i.complete && i.naturalWidth > 0).map(i => [i.alt, i.naturalWidth]),
   gpu: document.getElementById('gpu-note').textContent,
 })"""
-
-
-@pytest.fixture(scope="module")
-def chromium_binary() -> str:
-    binary = find_chromium()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but chromium is not installed: .ci/run must `apt-get install -y chromium`")
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); CI installs it")
-    return binary
 
 
 def _dump_when(page, condition) -> dict:

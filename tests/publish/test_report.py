@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import sys
@@ -20,22 +19,12 @@ from curation import report
 from curation.after_run import report as report_logic
 
 from curation.core import schema
-from tests.publish.chromium import Chromium, find_chromium
+from tests.publish.chromium import Chromium
 
 PAGE_SIZE = 4
 MODE = "improving_full_learning"
 XSS_PROMPT = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> a red cube'
 XSS_THINKING = "<think></pre><script>window.__pwned = 3</script></think>"
-
-
-@pytest.fixture(scope="module")
-def chromium_binary() -> str:
-    binary = find_chromium()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but chromium is not installed: .ci/run must `apt-get install -y chromium`")
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); CI installs it")
-    return binary
 
 
 def plant_untrusted_text(ds: Path) -> str:

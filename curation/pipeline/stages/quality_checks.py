@@ -6,10 +6,11 @@ without scoring any image again: the scores live in the scoring stages' results.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from abc import ABC
+from typing import Any, ClassVar, Mapping
 
 from curation.pipeline.semantic_dedup import encode_embedding
-from curation.pipeline.stages.base import StageContext
+from curation.pipeline.stages.base import Stage, StageContext
 from curation.core import reasons
 from curation.core.images import ImageRef
 from curation.core.records import Reject, StageOutput
@@ -54,3 +55,22 @@ def failed_check(scores: Mapping[str, float], settings: Mapping[str, Any]) -> tu
 
 def thresholds(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {knob: settings.get(knob) for _, knob, _, _ in CHECKS}
+
+
+class ImageQualityCheck(Stage, ABC):
+    """One image's scores against the thresholds: the scores pass through, or the first failed check
+    is the sample's reject. A subclass names the scores it reads (its one `needs`) and what it makes."""
+
+    role = None
+    optional = True  # runs when a scorer is configured (scorer=...)
+    check = True
+    defaults: ClassVar[dict[str, Any]] = {"enabled": True, "min_alignment": None, "min_aesthetic": None,
+                                          "max_unsafe": None}
+
+    async def run(self, inputs, ctx: StageContext) -> StageOutput | Reject:
+        (scores_field,), (made,) = self.needs, self.makes
+        scores = inputs[scores_field]
+        failure = failed_check(scores, ctx.settings)
+        if failure is not None:
+            return self.reject(*failure)
+        return StageOutput(fields={made: scores}, lineage={"scores": scores, "thresholds": thresholds(ctx.settings)})
