@@ -163,6 +163,9 @@ def run_vllm_bench(python: str, work: Path, url: str, model: str, n: int, in_fli
     if done.returncode != 0:
         raise SystemExit(f"vllm bench serve failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     data = json.loads(result.read_text())
+    if data["completed"] != n:  # failed requests would make its rate meaningless (0 completed: 0 req/s)
+        raise SystemExit(f"vllm bench serve completed {data['completed']} of {n} requests: see the server log "
+                         f"{work / 'server.log'} (errors: {data.get('errors', [])[:1]})")
     return {"requests_per_s": data["request_throughput"], "output_tokens_per_s": data["output_throughput"],
             "valid": data["completed"], "wall_s": data["duration"]}
 
