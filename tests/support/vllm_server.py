@@ -59,6 +59,14 @@ class VllmServer:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, **ENGINE_ENV})
         self.starts += 1
+        try:
+            self._wait_until_ready()
+        except BaseException:  # a failed start, a time-out, or an interrupted test: no server left behind
+            self.kill()
+            raise
+        return self
+
+    def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -66,11 +74,10 @@ class VllmServer:
             try:
                 with urllib.request.urlopen(f"{self.url}/v1/models", timeout=2) as answer:
                     if answer.status == 200:
-                        return self
+                        return
             except OSError:
                 pass
             time.sleep(1.0)
-        self.kill()
         raise RuntimeError(f"vLLM's server did not answer within {self.start_timeout_s:.0f} s: see {self.log}")
 
     def kill(self) -> None:
