@@ -104,13 +104,17 @@ def parts(last: dict, poll_s: float, seconds_per_sample: float) -> None:
     from curation.monitor import cost_model
     from curation.monitor.metrics import registry_for
     from curation.monitor.state import LiveState
+
+    from curation.backends.factory import configured_roles
     from curation.pipeline.plan import build_plan
     from curation.pipeline.store import Store
     from curation.core.records import StageOutput
 
     cfg = load_config("config", ["recipe=all", f"n={last['samples']}"])
-    plan = build_plan(dict(cfg.recipe.modes), source_provides_images=False, with_checker=True,
-                      improving_initial_thinking=cfg.improving_initial_thinking, with_scorer=False)
+    plan = build_plan(dict(cfg.recipe.modes), source_provides_images=False,
+                      improving_initial_thinking=cfg.improving_initial_thinking,
+                      settings=OmegaConf.to_container(cfg.get("stages") or {}, resolve=True),
+                      roles=configured_roles(cfg))  # as curation.run builds it
     store = Store(last["cache"])
     run_key = store._db.execute("SELECT plan_key FROM outcomes LIMIT 1").fetchone()[0]
     outcomes = list(store.iter_outcomes(run_key))

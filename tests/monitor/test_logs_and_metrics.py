@@ -42,7 +42,7 @@ def test_an_unknown_log_format_is_a_configuration_error(tmp_path):
 
 def _state() -> LiveState:
     plan = build_plan({"improving_full_learning": 4, "initial_thinking_generation_learning": 4},
-                      source_provides_images=False, with_checker=False, improving_initial_thinking="teacher")
+                      source_provides_images=False, improving_initial_thinking="teacher")
     progress = Progress(["gates", *(s.name for s in plan.stages)], interval=1e9)
     cost = CostModel(roles=(RoleCost("teacher", "server", 2),), server_share=1.0, simulated_gpu_s_per_call={},
                      requested_rows=8)
