@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.support.tiny_qwen import INITIAL_ANSWER, INITIAL_ANSWER_2, VLLM_CPU_DIMS, build_thinking_tiny_qwen
+from tests.support.tiny_qwen import INITIAL_ANSWERS, VLLM_CPU_DIMS, build_thinking_tiny_qwen
 from tests.support.vllm_server import VllmServer
 
 # Qwen2.5-VL-7B-Instruct's own generation_config.json: a server fills every sampling field a request
@@ -42,10 +42,10 @@ def vllm_python() -> str:
 
 @pytest.fixture(scope="session")
 def thinking_model(vllm_python, tmp_path_factory) -> Path:
-    """A tiny Qwen2.5-VL for vLLM's CPU engine that writes valid thinkings, the initial one of two
-    kinds (half the time each), with Qwen2.5-VL's own sampling defaults in its checkpoint."""
+    """A tiny Qwen2.5-VL for vLLM's CPU engine that writes valid thinkings, the initial one of four
+    kinds (a quarter of the time each), with Qwen2.5-VL's own sampling defaults in its checkpoint."""
     return build_thinking_tiny_qwen(tmp_path_factory.mktemp("vllm-qwen25-vl"), **VLLM_CPU_DIMS,
-                                    initial_answers=(INITIAL_ANSWER, INITIAL_ANSWER_2),
+                                    initial_answers=INITIAL_ANSWERS,
                                     generation=QWEN25_VL_GENERATION)
 
 

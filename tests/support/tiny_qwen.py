@@ -122,11 +122,20 @@ def build_tiny_qwen25_vl(folder: Path, *, seed: int = 0, corpus: list[str] = COR
 # thinking's opening paragraph and three headed sections in order, no leak of the target image.
 INITIAL_ANSWER = ("<think>\nPlace the main subject in the centre of the frame, light it softly from the left, "
                   "keep the background plain and the colours bright, then add fine texture.\n</think>")
-# A second valid initial thinking: a model trained on both (`initial_answers`) writes either, half the
-# time each, so a sampled answer depends on the seed, and an engine that decodes greedily (or with
-# top_k 1) writes the same one for every sample.
-INITIAL_ANSWER_2 = ("<think>\nFrame the subject from slightly below, warm the light, keep the palette soft and "
-                    "the edges clean, then add detail to every surface.\n</think>")
+# Four valid initial thinkings: a model trained on all of them (`initial_answers`) writes each a quarter
+# of the time, so a sampled answer depends on the seed, and an engine that decodes greedily (or with
+# top_k 1) writes the same one for every sample. Four, not two: eight seeded samples then all come out
+# alike with chance 4 × 4^-8 ≈ 6e-5 (two answers: 1/128, and a run's seeds are fixed, so an unlucky
+# set fails every time; it did).
+INITIAL_ANSWERS = (
+    INITIAL_ANSWER,
+    "<think>\nFrame the subject from slightly below, warm the light, keep the palette soft and the edges "
+    "clean, then add detail to every surface.\n</think>",
+    "<think>\nSet the scene at eye level, give it a clear horizon, use a cool morning light and let the "
+    "shadows fall long towards the viewer.\n</think>",
+    "<think>\nFill the frame with the subject, blur the background, pick two strong contrasting colours "
+    "and keep every outline sharp and simple.\n</think>",
+)
 IMPROVING_ANSWER = ("<think>\nThe current picture is dim and its main subject sits too far to the left.\n"
                     "### Detailed Explanation of Required Improvements:\nThe subject should be centred and "
                     "lit brightly, with crisper textures.\n### Step-by-Step Modification Guidance:\n"
@@ -172,7 +181,8 @@ def build_thinking_tiny_qwen(folder: Path, *, steps: int = 200, seed: int = 0,
     its own (`phrases`), and the tokenizer is trained on the teacher's templates, so a request is a
     few hundred tokens; the model is then overfitted (a few dozen Adam steps, seconds) to tell the
     two templates apart and answer with the right token, then `<|im_end|>`. With several
-    `initial_answers` it writes each with equal probability (greedy: one of them, always the same).
+    `initial_answers` it writes each with equal probability on any prompt (greedy: one of them, always
+    the same).
     `dims` go to
     `build_tiny_qwen25_vl` (VLLM_CPU_DIMS for vLLM's CPU engine; `generation` for a checkpoint's
     sampling defaults).
@@ -249,8 +259,35 @@ def train_to_write_thinkings(folder: Path, *, steps: int = 400, seed: int = 0,
                 break
             worst = 0.0
     model.eval()
+    if len(initial_answers) > 1:
+        _split_evenly(model, processor, initial_answers, seed)
     model.save_pretrained(folder)
     return folder
+
+
+def _split_evenly(model, processor, answers: tuple[str, ...], seed: int) -> None:
+    """Give the answers' first tokens one and the same output row, so their logits are equal on every
+    prompt: training brings them near an even split on its own prompts only, and on a run's prompts
+    the split drifts (seen: 8 samples at temperature 0.7, all one answer). Then check it on prompts
+    training never saw: each answer about equally likely, and together nearly certain."""
+    import torch
+
+    firsts = [processor.tokenizer(answer).input_ids[0] for answer in answers]
+    head = model.get_output_embeddings().weight
+    with torch.no_grad():
+        head[firsts] = head[firsts].mean(dim=0, keepdim=True)
+    for system, parts, pictures, kind in _requests(3, seed + 1):
+        if kind != "initial":
+            continue
+        content = [{"type": "text", "text": value} if part == "text" else {"type": "image"} for part, value in parts]
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        with torch.no_grad():
+            logits = model(**processor(text=[text], images=pictures, return_tensors="pt")).logits[0, -1]
+        chances = torch.softmax(logits.float(), dim=-1)[firsts]
+        if chances.sum() < 0.9 or (chances.max() - chances.min()) > 1e-3:
+            raise AssertionError(f"the tiny model's first-token chances of its {len(answers)} initial answers on "
+                                 f"an unseen prompt are {chances.tolist()}: not an even split of nearly all")
 
 
 # ----------------------------------------------------------------------------- a tiny random Qwen3-VL
