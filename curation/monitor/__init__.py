@@ -67,11 +67,13 @@ class Live:
 
     def close(self, log: EventLog, finished: bool) -> None:
         """After a finished run, serve until /metrics is scraped with the final counts (at most
-        `run.live_linger_s`); then stop. A failed run stops at once."""
+        `run.live_linger_s`); then stop, and say what serving cost (the server thread's CPU time)."""
+        scraped = None
         if finished and self.linger_s > 0:
             scraped = self.server.linger(self.linger_s)
-            log.say(f"live page: final figures {'scraped' if scraped else 'not scraped'} "
-                    f"({'' if scraped else f'waited {self.linger_s:g} s, '}stopping)", "live_page_closed",
-                    final_scraped=scraped)
         self.server.stop()
-
+        lingered = "" if scraped is None else \
+            f"final figures {'scraped' if scraped else f'not scraped (waited {self.linger_s:g} s)'}; "
+        log.say(f"live page: {lingered}stopped after {self.server.requests} requests, "
+                f"{self.server.cpu_s:.2f} s of CPU on its thread", "live_page_closed", final_scraped=scraped,
+                requests=self.server.requests, server_cpu_s=round(self.server.cpu_s, 3))

@@ -22,6 +22,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -55,6 +56,8 @@ class LiveServer:
         self.image_bytes = image_bytes  # (sha256, format) -> bytes; raises OSError when absent
         self.host, self.port = host, port
         self.final_scraped = threading.Event()  # /metrics served after emit's final counts were in
+        self.requests = 0  # answered, of every kind
+        self.cpu_s = 0.0  # CPU time of the server's thread, once stopped: all it took from the run
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -91,6 +94,9 @@ class LiveServer:
             finally:
                 loop.run_until_complete(self._runner.cleanup())
                 loop.close()
+                # Everything the server did ran on this thread, so its CPU time bounds what it took
+                # from the run (the GIL included): benchmarks/live_overhead.py reads it from the log.
+                self.cpu_s = time.thread_time()
 
         self._thread = threading.Thread(target=serve, name="live-server", daemon=True)
         self._thread.start()
@@ -101,7 +107,7 @@ class LiveServer:
         return self.url
 
     async def _listen(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._count])
         app.router.add_get("/", self._static_handler("index.html", "text/html"))
         app.router.add_get("/live.js", self._static_handler("live.js", "text/javascript"))
         app.router.add_get("/live.css", self._static_handler("live.css", "text/css"))
@@ -129,6 +135,11 @@ class LiveServer:
             self._thread.join(timeout=10)
 
     # ------------------------------------------------------------------ handlers
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler):
+        self.requests += 1
+        return await handler(request)
 
     def _static_handler(self, name: str, content_type: str):
         body = self._static[name]

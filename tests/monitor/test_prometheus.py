@@ -71,6 +71,8 @@ def test_prometheus_scrapes_the_accepted_counts_of_the_manifest(tmp_path, promet
             _wait(lambda: urllib.request.urlopen(f"{base}/-/ready", timeout=5).status == 200, "ready Prometheus")
             closed = run.wait_for("live_page_closed")
             assert closed["final_scraped"] is True
+            # and what serving cost: Prometheus scraped at least once, on the server's own thread
+            assert closed["requests"] >= 1 and closed["server_cpu_s"] > 0
             assert run.finish() == 0
             # The last scrape of the run (its target is gone now) holds the final counts: range
             # selectors read past the staleness marker Prometheus wrote when the target went away.

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from curation.writer import manifest
 from tests.real_engine.conftest import MAX_MODEL_LEN
 from tests.support.fault_proxy import Call, Fault, Reset
 from tests.support.vllm_server import ENGINE_ENV
@@ -136,3 +137,19 @@ def source_with_a_long_prompt(folder: Path, normal: int, long_chars: int = 1900)
         rows.append({"prompt": prompt, "image": f"{i}.png"})
     (folder / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return prompts, long_prompt
+
+
+def assert_teacher_costed(ds: Path, kind: str) -> None:
+    """The card's GPU-hours table costs the real teacher as measured (`kind`: "server" or "in-process"),
+    while the offline world's images stay labelled simulated."""
+    doc = manifest.read(ds)
+    g = doc["run"]["gpu_hours"]
+    teacher = g["roles"]["teacher"]
+    assert teacher["basis"] == "measured" and teacher["gpu_s"] > 0, teacher
+    assert teacher["assumption"].startswith(f"{kind}:") and "assumed: set cost.gpus.teacher" in teacher["assumption"]
+    assert g["roles"]["generator"]["basis"] == "simulated" and g["total"]["basis"] == "partly simulated"
+    accepted = sum(m["accepted"] for m in doc["modes"].values())
+    assert g["accepted_rows"] == accepted and abs(teacher["per_1k_accepted"] - teacher["gpu_s"] / 3.6 / accepted) < 2e-4
+    card = (ds / "README.md").read_text()
+    assert "### GPU-hours per 1,000 accepted rows (partly simulated)" in card
+    assert f"| teacher | measured | {teacher['gpu_s']:,.1f} |" in card and "| **total** | partly simulated |" in card

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from tests.real_engine.helpers import (MODES, SMALL, command, inprocess_teacher, kill_group, published, run, start,
+from tests.real_engine.helpers import (MODES, SMALL, assert_teacher_costed, command, inprocess_teacher, kill_group, published, run, start,
                                        stored_thinkings, tail)
 from tests.support.tiny_qwen import IMPROVING_ANSWER, INITIAL_ANSWERS
 from tests.teacher.helpers import assert_each_sample_once, rejects, rows, shard_bytes
@@ -30,6 +30,7 @@ def test_every_mode_accepted_in_process_and_a_killed_run_resumes_to_the_same_byt
                 initial.append(row["initial_thinking"])
     # Seeded sampling, not the checkpoint's top_k 1: the model writes each of four answers a quarter of the time.
     assert set(initial) <= set(INITIAL_ANSWERS) and len(set(initial)) > 1, initial
+    assert_teacher_costed(first, "in-process")
 
     # The same command again, killed (process group: the engine core too) once the store holds a
     # thinking and before the dataset is written, then run again to the end.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.real_engine.conftest import MAX_MODEL_LEN
-from tests.real_engine.helpers import (MODES, SMALL, OnRequest, command, kill_group, published, run, server_teacher,
+from tests.real_engine.helpers import (MODES, SMALL, OnRequest, assert_teacher_costed, command, kill_group, published, run, server_teacher,
                                        source_with_a_long_prompt, start, tail)
 from tests.support.fault_proxy import FaultProxy, Reset
 from tests.support.tiny_qwen import IMPROVING_ANSWER, INITIAL_ANSWERS
@@ -45,6 +45,10 @@ def test_every_mode_gets_accepted_rows_and_seeds_change_the_answers(clean, think
     # More than one appears only if each request's seed (one per sample) drives a sampled answer — a
     # client that leaves top_k to the checkpoint gets the same answer for every sample.
     assert len(set(initial)) > 1, initial
+
+
+def test_the_card_costs_the_real_teacher_as_measured(clean):
+    assert_teacher_costed(clean, "server")
 
 
 def test_a_second_run_with_the_same_seed_writes_the_same_bytes(clean, vllm_server, thinking_model, tmp_path):
