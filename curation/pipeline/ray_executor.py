@@ -32,7 +32,7 @@ import curation
 from curation.pipeline.executor import GATES, RunStats
 from curation.pipeline.plan import Plan
 from curation.pipeline.ray_source import GatedSampleSource, SampleReader
-from curation.pipeline.ray_walker import BackendsFactory, WalkerActor
+from curation.pipeline.ray_walker import BackendsFactory, WalkerActor, WalkerError
 from curation.core.config import ConfigError
 from curation.core.progress import Progress
 
@@ -167,7 +167,8 @@ class RayExecutor:
                                             "accounting": json.loads(row["accounting"])}
         except RayTaskError as failure:
             # A broken run: report the walker's own error (server gone, disk full), not Ray's wrapper.
-            raise (failure.cause or failure) from None
+            cause = failure.cause
+            raise (cause.error if isinstance(cause, WalkerError) else cause or failure) from None
         self.progress.maybe_print(force=True)
         # Samples by id: a batch retried after its actor died is walked (and reported) twice,
         # and its outcomes written twice under the same names.

@@ -40,6 +40,24 @@ RESULT_SCHEMA = pa.schema([("sample_ids", pa.list_(pa.string())), ("gate_rejects
                            ("report", pa.int64()), ("counts", pa.string()), ("accounting", pa.string())])
 
 
+class WalkerError(Exception):
+    """A walker's own error on its way to the driver, untouched.
+
+    Ray Data appends its retry advice to a failed task's exception message ("To change retry
+    attempts ... configure `ray.data.DataContext`", `ray.data._internal.util.
+    _annotate_exception_with_retry_context`): raised as is, a server gone would reach the user as
+    two paragraphs, the second one wrong for it. With the error itself as the first argument, the
+    advice lands in an argument of its own and the driver raises `error` as the walker raised it.
+    """
+
+    def __init__(self, error: BaseException, *appended: Any):  # *appended: what Ray Data adds
+        super().__init__(error, *appended)
+
+    @property
+    def error(self) -> BaseException:
+        return self.args[0]
+
+
 class WalkerActor:
     def __init__(self, *, make_backends: BackendsFactory, store_url: str, plan: Plan, run_key: str,
                  run_seed: int, stage_settings: dict[str, dict[str, Any]], actors: int):
@@ -72,10 +90,13 @@ class WalkerActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.unavailable is not None:
-            raise self.unavailable
+            raise WalkerError(self.unavailable)
         samples: list[Sample] = decode_batches(batch)
-        # A broken run (server gone) raises here, failing the run: the driver reports the error itself.
-        asyncio.run_coroutine_threadsafe(self._walk(samples), self.loop).result()
+        # A broken run (server gone, disk full) raises here, failing the run: the driver reports the error itself.
+        try:
+            asyncio.run_coroutine_threadsafe(self._walk(samples), self.loop).result()
+        except Exception as exc:
+            raise WalkerError(exc) from None
         with self._report_lock:  # counts read on this thread while the loop thread runs on
             self._reports += 1
             report = self._reports

@@ -23,6 +23,7 @@ import ray
 import curation.run as run_module
 from curation.backends.base import BackendUnavailable
 from curation.backends.factory import build_backend, build_backends
+from curation.backends.http import ServerGone
 from curation.pipeline.executor import GATES
 from curation.pipeline.gates import GateSettings
 from curation.pipeline.plan import build_plan
@@ -32,7 +33,10 @@ from curation.core.config import load_config
 from curation.core.progress import Progress
 from curation.writer import manifest
 from tests.helpers import FAST, build, shard_digests
+from tests.support.aio_server import ServerThread
 from tests.support.fake_openai import MODEL, FakeOpenAI, serve
+from tests.support.fault_proxy import DiesAfter, FaultProxy
+from tests.teacher.helpers import assert_each_sample_once, rows, server_teacher
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = ["recipe=all", "n=12"]
@@ -158,9 +162,10 @@ def test_walker_actors_are_placed_by_gpu(ray_session, tmp_path):
 
 def test_a_backend_that_cannot_run_is_one_sentence_from_the_actors(ray_session, tmp_path):
     """The walker actors run the backends' start-up checks; the driver reports their sentence."""
-    with pytest.raises(BackendUnavailable, match="no server answers at http://127.0.0.1:9/v1"):
+    with pytest.raises(BackendUnavailable, match="no server answers at http://127.0.0.1:9/v1") as caught:
         build(tmp_path, "recipe=initial_thinking", "n=2", "executor=ray", "teacher=vllm_server",
               "teacher.base_url=http://127.0.0.1:9/v1", "teacher.check_timeout_s=2")
+    assert "\n" not in str(caught.value) and "DataContext" not in str(caught.value)  # Ray Data's advice is not ours
 
 
 class _CountingEndpoint(FakeOpenAI):
@@ -207,3 +212,25 @@ def test_http_backends_keep_the_runs_limit_across_actors(ray_session, tmp_path):
     calls = manifest.read(out)["run"]["backend_calls"]["initial_thinking"]
     assert endpoint.requests == calls > 8
     assert 3 <= endpoint.peak <= 4  # two actors, two each: the run's 4, not 4 per actor
+
+
+def test_a_server_gone_under_ray_stops_the_run_with_its_own_error_and_the_same_command_resumes(ray_session,
+                                                                                             tmp_path):
+    """A teacher server that dies mid-run stops a Ray run as it stops a local one: the actor's
+    `ServerGone` (not Ray's wrapper), no dataset, no sample rejected for the death; the same command
+    against the server back up computes only what is missing."""
+    run = ["recipe=initial_thinking", "n=6", "image_size=64", "executor=ray", "executor.batch_size=2",
+           "teacher.concurrency=2"]
+    with ServerThread(FakeOpenAI().protocol) as server:
+        with FaultProxy(server.url, DiesAfter(2)) as proxy:
+            with pytest.raises(ServerGone) as caught:
+                build(tmp_path, *run, *server_teacher(proxy.url, max_attempts=2))
+        message = str(caught.value)
+        assert "stopped answering" in message and "\n" not in message
+        assert not (tmp_path / "ds" / "manifest.json").exists() and not (tmp_path / "ds" / "data").exists()
+
+        out = build(tmp_path, *run, *server_teacher(server.url))
+    mode = "initial_thinking_generation_learning"
+    # Every sample accepted: had the death been stored as a reject, the resumed run would reuse it.
+    assert_each_sample_once(out, mode, 6) and len(rows(out, mode)) == 6
+    assert manifest.read(out)["run"]["backend_calls"]["initial_thinking"] < 6  # what was answered is kept

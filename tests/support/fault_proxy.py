@@ -250,3 +250,21 @@ class FaultProxy:
             return await fault.respond(request, forward)
         status, data = await forward()
         return web.Response(body=data, status=status, content_type="application/json")
+
+
+class DiesAfter:
+    """A plan under which the server answers `answers` chat requests, then nothing at all (not even
+    GET /models): its process is gone, every connection reset."""
+
+    def __init__(self, answers: int):
+        self.answers, self.dead = answers, False
+
+    def __call__(self, call: Call):
+        if self.dead:
+            return Reset()
+        if call.path.endswith("/chat/completions") and call.attempt == 0:
+            self.answers -= 1
+            if self.answers < 0:
+                self.dead = True
+                return Reset()
+        return None

@@ -15,7 +15,7 @@ from curation.writer import manifest
 from tests.helpers import build
 from tests.support.aio_server import ServerThread
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.fault_proxy import Call, FaultProxy, Reset, Status
+from tests.support.fault_proxy import Call, DiesAfter, FaultProxy, Status
 from tests.teacher.helpers import assert_each_sample_once, rejects, rows, server_teacher, stored_rejects
 
 MODE = "initial_thinking_generation_learning"
@@ -176,24 +176,6 @@ def test_max_tokens_over_the_servers_context_is_one_sentence_before_any_work(tmp
 
 
 # ----------------------------------------------------------------------------- a server that goes away
-
-class DiesAfter:
-    """A plan under which the server answers `answers` chat requests, then nothing at all (not even
-    GET /models): its process is gone, every connection reset."""
-
-    def __init__(self, answers: int):
-        self.answers, self.dead = answers, False
-
-    def __call__(self, call: Call):
-        if self.dead:
-            return Reset()
-        if call.path.endswith("/chat/completions") and call.attempt == 0:
-            self.answers -= 1
-            if self.answers < 0:
-                self.dead = True
-                return Reset()
-        return None
-
 
 @pytest.mark.parametrize("n,answers", [(2, 1), (4, 2), (6, 5)])
 def test_a_server_that_dies_with_few_requests_left_stops_the_run_and_the_same_command_resumes(tmp_path, fake, n,
