@@ -9,7 +9,8 @@ Three measurements, printed as ratios; nothing is asserted:
    watched the whole time: a thread fetches /api/state and /metrics every `--poll-s` seconds (a
    browser tab and a Prometheus scraping every second: busier than the usual 15 s). Compared:
    the run's own wall time (the manifest's `run.elapsed_s`) and the process's, best and median
-   of each arm. On a machine others share, the spread between runs of one arm is printed too: an
+   of each arm, and each "on" run against the "off" run just before it (paired: a host whose
+   speed drifts during the benchmark moves both runs of a pair alike). On a machine others share, the spread between runs of one arm is printed too: an
    overhead below it is not measurable there.
 2. The parts, in this process, in CPU seconds (`time.process_time`: on a machine others load,
    wall-clock timings of microsecond work measure the scheduler, not the code): the walker's two
@@ -184,8 +185,10 @@ def main() -> None:
             spread = (max(off) - min(off)) / min(off)
             print(f"  {name}: off best {min(off):.1f} s median {statistics.median(off):.1f} s; "
                   f"on best {min(on):.1f} s median {statistics.median(on):.1f} s")
+            paired = [b / a for a, b in zip(off, on)]  # each "on" against the "off" just before it
             print(f"    on/off ratio: best {min(on) / min(off):.4f}, median "
-                  f"{statistics.median(on) / statistics.median(off):.4f} (spread within 'off': {spread:.1%})")
+                  f"{statistics.median(on) / statistics.median(off):.4f} (spread within 'off': {spread:.1%}); "
+                  f"paired {', '.join(f'{r:.3f}' for r in paired)}, median {statistics.median(paired):.4f}")
         best = min(runs["on"], key=lambda r: r["cpu_s"])
         walker_s = parts(runs["on"][-1], args.poll_s, best["cpu_s"] / best["samples"])
         # The bound that host noise cannot move: all the page adds to a run is the server thread's
