@@ -153,6 +153,7 @@ class RayExecutor:
         latest = self._latest  # actor -> its latest report (counts so far)
         sample_ids: list[str] = []
         first_result_at: float | None = None
+        broken: BaseException | None = None
         try:
             for row in self.dataset().iter_rows():
                 sample_ids.extend(row["sample_ids"])
@@ -168,7 +169,13 @@ class RayExecutor:
         except RayTaskError as failure:
             # A broken run: report the walker's own error (server gone, disk full), not Ray's wrapper.
             cause = failure.cause
-            raise (cause.error if isinstance(cause, WalkerError) else cause or failure) from None
+            broken = cause.error if isinstance(cause, WalkerError) else cause or failure
+        if broken is not None:
+            # Raised here, not in the handler: raised there, it would keep Ray's error as its
+            # __context__, whose traceback holds the failed execution's frames and with them its
+            # actors, which then keep their CPUs for as long as the caller keeps the error (a
+            # notebook, a test): the next run's read task never gets a CPU and waits for ever.
+            raise broken
         self.progress.maybe_print(force=True)
         # Samples by id: a batch retried after its actor died is walked (and reported) twice,
         # and its outcomes written twice under the same names.
