@@ -10,8 +10,8 @@ Three measurements, printed as ratios; nothing is asserted:
    browser tab and a Prometheus scraping every second: busier than the usual 15 s). Compared:
    the run's own wall time (the manifest's `run.elapsed_s`) and the process's, best and median
    of each arm, and each "on" run against the "off" run just before it (paired: a host whose
-   speed drifts during the benchmark moves both runs of a pair alike). On a machine others share, the spread between runs of one arm is printed too: an
-   overhead below it is not measurable there.
+   speed drifts during the benchmark moves both runs of a pair alike). On a machine others share,
+   the spread between runs of one arm is printed too: an overhead below it is not measurable there.
 2. The parts, in this process, in CPU seconds (`time.process_time`: on a machine others load,
    wall-clock timings of microsecond work measure the scheduler, not the code): the walker's two
    calls per sample (`on_result` per backend call, `on_outcome` per sample) over the outcomes of
